@@ -1,0 +1,34 @@
+// The one small interface every guest-memory backend implements (LibVMI's driver idea, kept small):
+// physical memory, registers, pause/resume, memory size. Backends live one per file in this folder.
+
+/** A run of guest-physical memory that is mapped read-only into this process. */
+export interface PhysRange {
+  /** guest-physical start address */
+  gpa: bigint;
+  /** length in bytes */
+  length: bigint;
+  /** host address of the first byte (a read-only mmap owned by the backend) */
+  host: bigint;
+}
+
+export interface GuestRegisters {
+  /** page-table root; bit 12 (PTI user copy) and the low flag bits are already masked off */
+  cr3: bigint;
+  cr4: bigint;
+}
+
+export interface MemoryBackend {
+  /** short name for messages: 'raw', 'elf-core', 'qemu', 'xen', ... */
+  readonly kind: string;
+  /** Guest RAM as host-mapped ranges, sorted by gpa, non-overlapping. */
+  ranges(): PhysRange[];
+  /** Total guest RAM in bytes (sum of the ranges). */
+  memorySize(): bigint;
+  /** CR3/CR4 of a vCPU (any vCPU works for kernel addresses). */
+  registers(): Promise<GuestRegisters>;
+  /** Pause the vCPUs (consistent sample). Backends that cannot pause (dumps) do nothing. */
+  pause(): Promise<void>;
+  resume(): Promise<void>;
+  /** Unmap and release everything. */
+  close(): Promise<void>;
+}

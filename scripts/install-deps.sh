@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# System packages Ciel needs (Debian 12). Idempotent: skips apt when everything is present.
+set -euo pipefail
+pkgs=(clang-14 llvm-14 llvm-14-dev libllvm14 qemu-system-x86 qemu-utils busybox-static e2fsprogs ipvsadm xz-utils zstd)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install-deps: installing ${missing[*]}"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+echo "install-deps: ok"
