@@ -1,7 +1,9 @@
 // The Node side of the native runtime (runtime/native/rt.c) inside a monitor shared object, or inside
 // libciel_rt.so for page-table tools. Loads the .so through koffi, attaches a memory backend, fills the
 // kernel-symbol slots and calls exported monitor functions with fault containment.
-import koffi from 'koffi';
+import koffi, { type LibraryHandle } from 'koffi';
+
+type KoffiFunction = ReturnType<LibraryHandle['func']>;
 import { existsSync } from 'node:fs';
 import type { GuestRegisters, MemoryBackend } from './backends/backend.ts';
 import { BadInputError, CielError, GuestFaultError } from './errors.ts';
@@ -63,8 +65,8 @@ export const DEFAULT_BUDGET = 50_000_000;
 const owners = new Map<string, NativeRuntime>();
 
 export class NativeRuntime {
-  private readonly lib: koffi.LibraryHandle;
-  private readonly fn: Record<string, koffi.KoffiFunction>;
+  private readonly lib: LibraryHandle;
+  private readonly fn: Record<string, KoffiFunction>;
   private vm: bigint | null = null;
   private slots: { symbol: string; values: bigint[] } | null = null;
 

@@ -132,7 +132,7 @@ export function compileReader(outDir: string): Promise<CompileResult> {
 
 /** The same reader without instrumentation: the native baseline of the benchmark. */
 export function compileReaderNative(outDir: string): Promise<CompileResult> {
-  compiledNative ??= compileMonitor({ sources: [READER_C], flags: PLAIN_FLAGS, outDir, name: 'reader-native', native: true });
+  compiledNative ??= compileMonitor({ sources: [READER_C], flags: [...PLAIN_FLAGS, '-DCIEL_NATIVE_BASELINE'], outDir, name: 'reader-native', native: true });
   return compiledNative;
 }
 

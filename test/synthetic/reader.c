@@ -22,6 +22,11 @@ struct __attribute__((packed)) unaligned { char pad; u64 value; };
 extern struct list_head task_list;    /* a kernel list head (global) */
 extern struct group *root_group;      /* a kernel pointer variable (global) */
 extern struct unaligned crossing;     /* placed so that .value crosses a page boundary */
+#ifdef CIEL_NATIVE_BASELINE /* the benchmark's uninstrumented build: no guest, so define them here */
+struct list_head task_list;
+struct group *root_group;
+struct unaligned crossing;
+#endif
 
 #define container_of(p, type, member) ((type *)((char *)(p) - __builtin_offsetof(type, member)))
 
