@@ -14,6 +14,7 @@ import { calledValue, instructionsOf, isCall, isDefinedFunction, opcode, type IR
 export class Provenance {
   private readonly phiState = new Map<Ref, boolean>();
   private readonly argLocal = new Map<Ref, boolean>();
+  private readonly byvalParams = new Set<Ref>();
   private memo = new Map<Ref, boolean>();
 
   constructor(private readonly module: IRModule) {
@@ -27,6 +28,7 @@ export class Provenance {
   private solve(): void {
     const fns = [...this.module.functions()].filter(isDefinedFunction);
     const internalCallable = new Set<Ref>();
+    const byvalKind = C.GetEnumAttributeKindForName('byval', 5) as number;
     for (const fn of fns) {
       const linkage = C.GetLinkage(fn) as number;
       const internal = linkage === Linkage.Internal || linkage === Linkage.Private;
@@ -35,7 +37,12 @@ export class Provenance {
       const n = C.CountParams(fn) as number;
       // Exported functions receive host buffers from the runtime; internal ones start optimistic.
       // Address-taken internal functions may be called with anything: not local.
-      for (let i = 0; i < n; i++) this.argLocal.set(C.GetParam(fn, i) as Ref, !internal || onlyCalled);
+      for (let i = 0; i < n; i++) {
+        const param = C.GetParam(fn, i) as Ref;
+        // a byval parameter is the callee's own copy (the call site's read is translated instead)
+        if (C.GetEnumAttributeAtIndex(fn, i + 1, byvalKind)) this.byvalParams.add(param);
+        this.argLocal.set(param, !internal || onlyCalled || this.byvalParams.has(param));
+      }
     }
     const insts = new Map(fns.map((fn) => [fn, instructionsOf(fn)] as const));
     for (const list of insts.values()) {
@@ -66,7 +73,7 @@ export class Provenance {
           const nargs = C.GetNumArgOperands(i) as number;
           for (let a = 0; a < nargs; a++) {
             const param = C.GetParam(callee, a) as Ref;
-            if (this.argLocal.get(param) && !this.evalLocal(C.GetOperand(i, a) as Ref, 0)) {
+            if (this.argLocal.get(param) && !this.byvalParams.has(param) && !this.evalLocal(C.GetOperand(i, a) as Ref, 0)) {
               this.argLocal.set(param, false);
               changed = true;
               this.memo = new Map();
