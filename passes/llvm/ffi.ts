@@ -170,6 +170,8 @@ export const C = {
   PositionBuilderBefore: f('void LLVMPositionBuilderBefore(void *b, void *inst)'),
   PositionBuilderAtEnd: f('void LLVMPositionBuilderAtEnd(void *b, void *bb)'),
   BuildCall2: f('void *LLVMBuildCall2(void *b, void *fnTy, void *fn, void **args, unsigned int n, const char *name)'),
+  BuildAlloca: f('void *LLVMBuildAlloca(void *b, void *ty, const char *name)'),
+  BuildStore: f('void *LLVMBuildStore(void *b, void *v, void *ptr)'),
   BuildLoad2: f('void *LLVMBuildLoad2(void *b, void *ty, void *ptr, const char *name)'),
   BuildBitCast: f('void *LLVMBuildBitCast(void *b, void *v, void *ty, const char *name)'),
   BuildPointerCast: f('void *LLVMBuildPointerCast(void *b, void *v, void *ty, const char *name)'),

@@ -33,11 +33,13 @@ struct ciel_tlb_entry {
 
 struct ciel_state {
   struct ciel_tlb_entry tlb[CIEL_TLB_ENTRIES];
-  ciel_s64 budget; /* decremented by every translated access; < 0 ends the call */
 };
 
 /* Defined (hidden) in rt.c, which is linked into the same shared object as the monitor. */
 extern struct ciel_state ciel_state __attribute__((visibility("hidden")));
-void *g_map_slow(void *p, ciel_u64 size) __attribute__((visibility("hidden")));
+/* Accesses left in the current call. Instrumented functions keep a local copy (see gmap_fast.c) and
+ * write it back here at return, around calls, and (through g_map_slow's argument) on every miss. */
+extern ciel_s64 ciel_budget __attribute__((visibility("hidden")));
+void *g_map_slow(void *p, ciel_u64 size, ciel_s64 budget) __attribute__((visibility("hidden")));
 
 #endif

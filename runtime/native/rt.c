@@ -29,6 +29,7 @@
 #define STACK_WINDOW (256u << 10)
 
 struct ciel_state ciel_state __attribute__((visibility("hidden")));
+ciel_s64 ciel_budget __attribute__((visibility("hidden")));
 
 struct ciel_range {
   uint64_t gpa, len;
@@ -189,15 +190,16 @@ static const unsigned char *map_page(uint64_t va) {
   return h;
 }
 
-__attribute__((visibility("hidden"))) void *g_map_slow(void *p, ciel_u64 size) {
+__attribute__((visibility("hidden"))) void *g_map_slow(void *p, ciel_u64 size, ciel_s64 budget) {
   uint64_t a = (uint64_t)p;
+  ciel_budget = budget; /* the caller's local count, so stats and faults see the exact value */
   if ((int64_t)a >= 0) {
     /* Monitor-local memory the pass could not prove local (stack, buffers, our own data) passes;
      * any other low-half address is a garbage guest pointer (NULL, user space): refuse it. */
     if (in_window(a, size)) return p;
     fault_code(a, CIEL_FAULT_USER_HALF, size);
   }
-  if (ciel_state.budget < 0) fault_code(a, CIEL_FAULT_BUDGET, 0);
+  if (budget < 0) fault_code(a, CIEL_FAULT_BUDGET, 0);
   stats.misses++;
   if (size == 0) return bounce;
   uint64_t off = a & (CIEL_PAGE_SIZE - 1);
@@ -302,16 +304,16 @@ API int ciel_enter(ciel_entry_fn fn, void *out, uint64_t out_len, const void *in
   if (flush_each_call) ciel_flush_tlb();
   memset(&stats, 0, sizeof stats);
   memset(&last_fault, 0, sizeof last_fault);
-  ciel_state.budget = budget;
+  ciel_budget = budget;
   if (setjmp(jb)) {
     cur_jb = 0;
-    stats.accesses = (uint64_t)(budget - (ciel_state.budget < 0 ? 0 : ciel_state.budget));
+    stats.accesses = (uint64_t)(budget - (ciel_budget < 0 ? 0 : ciel_budget));
     return (int)last_fault.code;
   }
   cur_jb = &jb;
   long r = fn(out, out_len, in, in_len);
   cur_jb = 0;
-  stats.accesses = (uint64_t)(budget - ciel_state.budget);
+  stats.accesses = (uint64_t)(budget - ciel_budget);
   *result = r;
   return CIEL_OK;
 }
