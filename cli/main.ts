@@ -1,6 +1,7 @@
 // `ciel` command line. Each command lives in its own file; this one only wires them up.
 import { Command } from 'commander';
 import { CielError } from '../runtime/errors.ts';
+import { registerBuild } from './build.ts';
 import { registerInstrument } from './instrument.ts';
 
 const program = new Command();
@@ -11,6 +12,7 @@ program
   .showHelpAfterError();
 
 registerInstrument(program);
+registerBuild(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -66,7 +66,7 @@ export async function compileMonitor(o: CompileOptions): Promise<CompileResult> 
     t0 = performance.now();
     const so = join(o.outDir, `${o.name}.so`);
     log(`link   ${so}`);
-    const linked = await linkMonitor(m, so);
+    const linked = await linkMonitor(m, so, { shortWchar: o.flags.includes('-fshort-wchar') });
     lap('optimize_link_ms', t0);
     return { so, report, instrumentedIR, undefinedSymbols: linked.undefinedSymbols, timings };
   } finally {

@@ -16,9 +16,16 @@ export interface LinkResult {
 }
 
 /** Optimize `m` (consumed: it is modified in place) with g_map inlined, and write `soPath`. */
-export async function linkMonitor(m: IRModule, soPath: string, opts: { optLevel?: 'O2' | 'O3' } = {}): Promise<LinkResult> {
+export async function linkMonitor(
+  m: IRModule,
+  soPath: string,
+  opts: { optLevel?: 'O2' | 'O3'; shortWchar?: boolean } = {},
+): Promise<LinkResult> {
   const rt = await runtimeObjects();
-  m.link(m.loadSibling(rt.fastBc), rt.fastBc);
+  const fastPath = opts.shortWchar ? rt.fastBcShortWchar : rt.fastBc;
+  const fast = m.loadSibling(fastPath);
+  C.SetTarget(fast, C.GetTarget(m.mod) as string); // same triple: no linker warning
+  m.link(fast, fastPath);
   const gmap = C.GetNamedFunction(m.mod, 'g_map') as NRef;
   if (gmap) C.SetLinkage(gmap, Linkage.Internal);
   // The fast path was built with the reduced feature set; drop per-function CPU pins so it inlines.

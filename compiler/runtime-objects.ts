@@ -18,6 +18,8 @@ const RT_FLAGS = ['-O2', '-fPIC', '-fvisibility=hidden', '-fno-strict-aliasing',
 
 export interface RuntimeObjects {
   fastBc: string;
+  /** the same, built with -fshort-wchar: kernel code's module flag `wchar_size` must match to link */
+  fastBcShortWchar: string;
   rtObj: string;
   rtSo: string;
 }
@@ -33,7 +35,12 @@ async function build(): Promise<RuntimeObjects> {
   const sources = ['ciel_rt.h', 'gmap_fast.c', 'rt.c'].map((f) => readFileSync(join(NATIVE_DIR, f)));
   const key = createHash('sha256').update(Buffer.concat(sources)).update(FAST_FLAGS.join(' ') + RT_FLAGS.join(' ')).digest('hex').slice(0, 16);
   const dir = cacheDir('runtime', key);
-  const out = { fastBc: join(dir, 'gmap_fast.bc'), rtObj: join(dir, 'rt.o'), rtSo: join(dir, 'libciel_rt.so') };
+  const out = {
+    fastBc: join(dir, 'gmap_fast.bc'),
+    fastBcShortWchar: join(dir, 'gmap_fast.short-wchar.bc'),
+    rtObj: join(dir, 'rt.o'),
+    rtSo: join(dir, 'libciel_rt.so'),
+  };
   const make = async (path: string, args: string[], what: string) => {
     if (existsSync(path)) return;
     const tmp = `${path}.${process.pid}.tmp`;
@@ -41,6 +48,7 @@ async function build(): Promise<RuntimeObjects> {
     renameSync(tmp, path); // atomic: concurrent builders never see a half-written file
   };
   await make(out.fastBc, [...FAST_FLAGS, '-emit-llvm', '-c', join(NATIVE_DIR, 'gmap_fast.c')], 'gmap_fast.c');
+  await make(out.fastBcShortWchar, [...FAST_FLAGS, '-fshort-wchar', '-emit-llvm', '-c', join(NATIVE_DIR, 'gmap_fast.c')], 'gmap_fast.c');
   await make(out.rtObj, [...RT_FLAGS, '-c', join(NATIVE_DIR, 'rt.c')], 'rt.c');
   await make(out.rtSo, [...RT_FLAGS, '-shared', '-Wl,-Bsymbolic', join(NATIVE_DIR, 'rt.c')], 'libciel_rt.so');
   return out;

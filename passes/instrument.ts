@@ -18,7 +18,7 @@ export function instrumentModule(m: IRModule, opts: InstrumentOptions = {}): Ins
   const refusals: Refusal[] = [];
   const { slots, slotLoads } = relocateExternalGlobals(m, refusals);
   const prov = new Provenance(m);
-  verifyGuestSafety(m, prov, refusals);
+  verifyGuestSafety(m, new Provenance(m, true), refusals);
   const counts = insertGMap(m, prov, slotLoads);
   const broken = m.verify();
   if (broken) throw new Error(`internal error: instrumented module does not verify (${m.source}):\n${broken}`);

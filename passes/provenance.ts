@@ -17,7 +17,15 @@ export class Provenance {
   private readonly byvalParams = new Set<Ref>();
   private memo = new Map<Ref, boolean>();
 
-  constructor(private readonly module: IRModule) {
+  /**
+   * @param nullIsLocal count NULL/undef as local. Right for the store check (NULL never points into guest
+   * memory: a guarded `rec = full ? NULL : &out[i]` is fine); wrong for loads, where a NULL read must
+   * go through g_map to become a contained fault instead of a crash.
+   */
+  constructor(
+    private readonly module: IRModule,
+    private readonly nullIsLocal = false,
+  ) {
     this.solve();
   }
 
@@ -106,6 +114,7 @@ export class Provenance {
     if (depth > 64) return false;
     if (this.argLocal.has(v)) return this.argLocal.get(v)!;
     if (C.IsAAllocaInst(v)) return true;
+    if (this.nullIsLocal && (C.IsAConstantPointerNull(v) || C.IsAUndefValue(v))) return true;
     if (C.IsAGlobalVariable(v)) return !C.IsDeclaration(v) && !C.IsThreadLocal(v);
     if (C.IsAFunction(v)) return !C.IsDeclaration(v);
     if (C.IsAConstantExpr(v)) {

@@ -148,6 +148,8 @@ export const C = {
   ConstArray: f('void *LLVMConstArray(void *elTy, void **vals, unsigned int n)'),
   ConstStringInContext: f('void *LLVMConstStringInContext(void *c, const char *s, unsigned int len, int dontNullTerminate)'),
   ConstIntGetZExtValue: f('uint64_t LLVMConstIntGetZExtValue(void *c)'),
+  IsAConstantPointerNull: f('void *LLVMIsAConstantPointerNull(void *v)'),
+  IsAUndefValue: f('void *LLVMIsAUndefValue(void *v)'),
   IsAConstantInt: f('void *LLVMIsAConstantInt(void *v)'),
 
   // types

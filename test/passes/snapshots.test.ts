@@ -33,6 +33,7 @@ const EXPECTED: Record<string, Partial<{ total: number; translated: number; loca
   'memcpy.ll': { total: 1, translated: 0, local: 1, memcpy: 2 },
   'globals.ll': { total: 3, translated: 3, local: 0, slots: ['cgrp_dfl_root', 'init_css_set', 'runqueues', '__per_cpu_offset', 'mem_cgroup_css_alloc'] },
   'byval-trap.ll': { total: 2, translated: 0, local: 2, byval: 1, traps: 1 },
+  'null-guarded-store.ll': { total: 3, translated: 2, local: 1 },
 };
 
 describe('instrumentation snapshots', () => {

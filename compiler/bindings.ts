@@ -1,0 +1,178 @@
+// Typed TypeScript bindings for the monitor's ABI header (kernel-src/ciel_abi.h), generated with
+// ts-morph so the C and TS sides cannot drift: the header's structs are parsed, their layout is
+// computed, every computed offset is checked by compiling `_Static_assert`s with clang-14 against
+// the header itself, and a decoder per struct plus the header's numeric #defines are emitted.
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { Project, VariableDeclarationKind } from 'ts-morph';
+import { BadInputError } from '../runtime/errors.ts';
+import { clang } from './tools.ts';
+
+interface Scalar {
+  size: number;
+  /** how the decoder reads it */
+  read: 'u8' | 'u16' | 'u32' | 'u64' | 's64' | 'char';
+}
+
+const SCALARS: Record<string, Scalar> = {
+  ciel_u8: { size: 1, read: 'u8' },
+  ciel_u16: { size: 2, read: 'u16' },
+  ciel_u32: { size: 4, read: 'u32' },
+  ciel_u64: { size: 8, read: 'u64' },
+  ciel_s64: { size: 8, read: 's64' },
+  char: { size: 1, read: 'char' },
+};
+
+export interface AbiField {
+  name: string;
+  ctype: string;
+  offset: number;
+  size: number;
+  /** array length, or 1 */
+  count: number;
+  read: Scalar['read'];
+}
+
+export interface AbiStruct {
+  name: string;
+  size: number;
+  fields: AbiField[];
+}
+
+export interface Abi {
+  structs: AbiStruct[];
+  constants: Record<string, number>;
+}
+
+/** Parse the ABI header: `#define NAME <number or (1u << n)>` and flat structs of the scalars above. */
+export function parseAbiHeader(path: string): Abi {
+  const text = readFileSync(path, 'utf8').replace(/\/\*[\s\S]*?\*\//g, '').replace(/\/\/.*$/gm, '');
+  const constants: Record<string, number> = {};
+  for (const m of text.matchAll(/^#define\s+(CIEL_[A-Z0-9_]+)\s+(.+)$/gm)) {
+    const v = evalConstant(m[2].trim(), constants);
+    if (v !== null) constants[m[1]] = v;
+  }
+  const structs: AbiStruct[] = [];
+  for (const m of text.matchAll(/struct\s+(\w+)\s*\{([^}]*)\}\s*;/g)) {
+    const fields: AbiField[] = [];
+    let offset = 0;
+    let align = 1;
+    for (const decl of m[2].split(';').map((d) => d.trim()).filter(Boolean)) {
+      const f = /^(\w+)\s+(\w+)(?:\s*\[\s*(\w+)\s*\])?$/.exec(decl);
+      if (!f) throw new BadInputError(path, `cannot parse field '${decl}' of struct ${m[1]} (only fixed-width scalars and arrays)`);
+      const scalar = SCALARS[f[1]];
+      if (!scalar) throw new BadInputError(path, `struct ${m[1]}.${f[2]}: type ${f[1]} is not one of ${Object.keys(SCALARS).join(', ')}`);
+      const count = f[3] === undefined ? 1 : /^\d+$/.test(f[3]) ? Number(f[3]) : constants[f[3]];
+      if (count === undefined) throw new BadInputError(path, `struct ${m[1]}.${f[2]}: unknown array length ${f[3]}`);
+      offset = Math.ceil(offset / scalar.size) * scalar.size;
+      align = Math.max(align, scalar.size);
+      fields.push({ name: f[2], ctype: f[1], offset, size: scalar.size * count, count, read: scalar.read });
+      offset += scalar.size * count;
+    }
+    structs.push({ name: m[1], size: Math.ceil(offset / align) * align, fields });
+  }
+  return { structs, constants };
+}
+
+function evalConstant(expr: string, known: Record<string, number>): number | null {
+  const e = expr.replace(/\b(\d+|0x[0-9a-fA-F]+)[uUlL]+\b/g, '$1');
+  if (/^(0x[0-9a-fA-F]+|\d+)$/.test(e)) return Number(e);
+  const shift = /^\(\s*(\d+)\s*<<\s*(\d+)\s*\)$/.exec(e);
+  if (shift) return Number(shift[1]) << Number(shift[2]);
+  if (/^[A-Z0-9_]+$/.test(e) && e in known) return known[e];
+  return null;
+}
+
+/** Compile `_Static_assert`s of every computed offset and size against the header itself. */
+export async function verifyAbiLayout(header: string, abi: Abi): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'ciel-abi-'));
+  try {
+    const lines = [`#include "${resolve(header)}"`];
+    for (const s of abi.structs) {
+      lines.push(`_Static_assert(sizeof(struct ${s.name}) == ${s.size}, "sizeof ${s.name}");`);
+      for (const f of s.fields) lines.push(`_Static_assert(__builtin_offsetof(struct ${s.name}, ${f.name}) == ${f.offset}, "${s.name}.${f.name}");`);
+    }
+    const c = join(dir, 'abi_check.c');
+    writeFileSync(c, lines.join('\n') + '\n');
+    await clang(['-fsyntax-only', '--target=x86_64-linux-gnu', c], `${header} layout check`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const camel = (s: string) => s.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase());
+const pascal = (s: string) => camel(s).replace(/^./, (c) => c.toUpperCase());
+
+/** Emit `<outFile>`: constants, one interface and one decoder per struct. */
+export function emitBindings(abi: Abi, outFile: string, source: string): string {
+  const project = new Project({ useInMemoryFileSystem: true });
+  const file = project.createSourceFile('abi.ts', '', { overwrite: true });
+  file.addStatements(`// Generated by compiler/bindings.ts from ${source}. Do not edit: change the header and rebuild.`);
+  file.addVariableStatement({
+    isExported: true,
+    declarationKind: VariableDeclarationKind.Const,
+    declarations: [{ name: 'CIEL_ABI', initializer: JSON.stringify(abi.constants, null, 2) + ' as const' }],
+  });
+  for (const s of abi.structs) {
+    const iface = pascal(s.name);
+    file.addInterface({
+      name: iface,
+      isExported: true,
+      properties: s.fields.map((f) => ({
+        name: f.name,
+        type: f.read === 'char' ? 'string' : f.count > 1 ? (f.read === 'u64' || f.read === 's64' ? 'bigint[]' : 'number[]') : f.read === 'u64' || f.read === 's64' ? 'bigint' : 'number',
+        docs: [`${f.ctype}${f.count > 1 ? `[${f.count}]` : ''} at offset ${f.offset}`],
+      })),
+    });
+    file.addVariableStatement({
+      isExported: true,
+      declarationKind: VariableDeclarationKind.Const,
+      declarations: [{ name: `${s.name.toUpperCase()}_SIZE`, initializer: String(s.size) }],
+    });
+    const reader = (f: AbiField, at: string) =>
+      ({
+        u8: `b.readUInt8(${at})`,
+        u16: `b.readUInt16LE(${at})`,
+        u32: `b.readUInt32LE(${at})`,
+        u64: `b.readBigUInt64LE(${at})`,
+        s64: `b.readBigInt64LE(${at})`,
+        char: '',
+      })[f.read];
+    file.addFunction({
+      name: `decode${iface}`,
+      isExported: true,
+      parameters: [
+        { name: 'b', type: 'Buffer' },
+        { name: 'offset', type: 'number', initializer: '0' },
+      ],
+      returnType: iface,
+      statements: [
+        `if (b.length < offset + ${s.size}) throw new RangeError('${s.name}: need ${s.size} bytes at offset ' + offset);`,
+        'return {',
+        ...s.fields.map((f) => {
+          const at = `offset + ${f.offset}`;
+          if (f.read === 'char') return `  ${f.name}: b.toString('latin1', ${at}, ${at} + ${f.count}).replace(/\\0.*$/s, ''),`;
+          if (f.count > 1) {
+            return `  ${f.name}: Array.from({ length: ${f.count} }, (_, i) => ${reader(f, `${at} + i * ${f.size / f.count}`)}),`;
+          }
+          return `  ${f.name}: ${reader(f, at)},`;
+        }),
+        '};',
+      ],
+    });
+  }
+  file.formatText({ indentSize: 2 });
+  const text = file.getFullText();
+  writeFileSync(outFile, text);
+  return text;
+}
+
+/** Parse, verify against clang, and emit: the one call `ciel build` makes. */
+export async function generateBindings(header: string, outFile: string): Promise<Abi> {
+  const abi = parseAbiHeader(header);
+  if (abi.structs.length === 0) throw new BadInputError(header, 'no structs found');
+  await verifyAbiLayout(header, abi);
+  emitBindings(abi, outFile, header.replace(/^.*\/kernel-src\//, 'kernel-src/'));
+  return abi;
+}

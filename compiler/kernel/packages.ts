@@ -1,0 +1,407 @@
+// Fetch a Debian guest kernel's headers, image and System.map into the cache.
+//
+//   cacheDir('debs')              the .deb files, as `apt-get download` names them (shared by releases)
+//   cacheDir('kernels', RELEASE)  one folder with the packages merged:
+//       usr/src/linux-headers-<abi>-common[-rt]   K (the headers)
+//       usr/src/linux-headers-<release>           O (generated headers, .config)
+//       boot/vmlinuz-<release>, boot/config-<release>, lib/modules/<release>/   (the image package)
+//       System.map                                (only this one file from the -dbg package)
+//       .ciel/                                     stamps and the lock
+//
+// Only missing .debs are downloaded; every extraction leaves a stamp so a warm fetch is a few stats.
+
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { execa } from 'execa';
+import { cacheDir } from '../../runtime/cache.ts';
+import { BadInputError, ToolError } from '../../runtime/errors.ts';
+import { extractDebMember } from './deb.ts';
+import { progressReporter, type LogFn, type ProgressFn } from './progress.ts';
+import { parseRelease, type Flavour, type KernelRelease } from './release.ts';
+
+export interface HeaderTree {
+  release: string;
+  /** `custom` for a tree given with --kernel-dir whose release is not a Debian one */
+  flavour: Flavour | 'custom';
+  /** e.g. `6.1.0-56` */
+  abi: string;
+  /** the folder everything was extracted to (or the --kernel-dir) */
+  dir: string;
+  /** where derived files (decompressed vmlinux, ...) are cached for this kernel */
+  workDir: string;
+  /** K: the -common headers tree */
+  commonDir: string;
+  /** O: the flavour's generated headers (equal to K for a build tree) */
+  archDir: string;
+  /** the kernel .config */
+  config: string;
+  /** package name -> Debian version of every package used (empty for --kernel-dir) */
+  packageVersions: Record<string, string>;
+}
+
+export interface KernelTree extends HeaderTree {
+  /** bzImage (carries .BTF inside its compressed vmlinux) */
+  vmlinuz: string;
+  /** an uncompressed vmlinux when one is at hand (build tree); btf.ts caches one under workDir otherwise */
+  vmlinux?: string;
+  systemMap: string;
+  /** `lib/modules/<release>` (modules.dep, kernel/**.ko) when the tree has the modules */
+  modulesDir?: string;
+  /** package name -> cached .deb file (e.g. to copy modules out of the image package) */
+  debs: Record<string, string>;
+}
+
+export interface FetchOptions {
+  /** progress of downloads and extractions (bytes) */
+  onProgress?: ProgressFn;
+  /** one line per step (what is downloaded / extracted, and how long it took) */
+  log?: LogFn;
+  /** draw progress on stderr; default: when no onProgress callback was given */
+  progressOnStderr?: boolean;
+  /** run `apt-get update` (once per process) when apt does not know a package; default true */
+  aptUpdate?: boolean;
+}
+
+// ---------------------------------------------------------------------------------------------
+// apt
+
+let aptUpdated = false;
+
+interface AptInfo {
+  version: string;
+  size: number;
+}
+
+async function aptInfo(pkg: string): Promise<AptInfo | undefined> {
+  let r;
+  try {
+    r = await execa('apt-cache', ['show', '--no-all-versions', pkg], { reject: false, env: { LC_ALL: 'C' } });
+  } catch (e) {
+    throw new ToolError('apt-cache', `cannot run (${(e as Error).message}); Ciel needs Debian's apt to fetch kernel packages`);
+  }
+  if (r.exitCode !== 0 || !r.stdout.trim()) return undefined;
+  const version = /^Version: (\S+)/m.exec(r.stdout)?.[1];
+  const size = Number(/^Size: (\d+)/m.exec(r.stdout)?.[1] ?? 0);
+  return version ? { version, size } : undefined;
+}
+
+async function aptUpdate(log: LogFn): Promise<void> {
+  if (aptUpdated) return;
+  aptUpdated = true;
+  log('apt-get update (a package was unknown to apt)');
+  const t0 = performance.now();
+  const r = await execa('apt-get', ['update'], { reject: false, env: { LC_ALL: 'C' } });
+  if (r.exitCode !== 0) {
+    throw new ToolError('apt-get', `apt-get update failed (exit ${r.exitCode}): ${r.stderr.trim().slice(-2000)}`);
+  }
+  log(`apt-get update done in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+}
+
+/** Debian version from a .deb file name (`pkg_1%3a2.3-4_amd64.deb`). */
+function versionFromDebName(file: string): string {
+  const parts = file.replace(/\.deb$/, '').split('_');
+  return decodeURIComponent(parts[1] ?? '');
+}
+
+/** The cached .deb of a package (newest by mtime when there are several versions), or undefined. */
+export function cachedDeb(pkg: string, debsDir = cacheDir('debs')): string | undefined {
+  const prefix = `${pkg}_`;
+  const hits = readdirSync(debsDir)
+    .filter((f) => f.startsWith(prefix) && f.endsWith('.deb') && f.slice(prefix.length).split('_').length === 2)
+    .map((f) => join(debsDir, f));
+  if (hits.length === 0) return undefined;
+  hits.sort((a, b) => statSync(b).mtimeMs - statSync(a).mtimeMs);
+  return hits[0];
+}
+
+/** Download one package into debsDir (via a private temp folder so the cache only ever holds complete files). */
+async function aptDownload(pkg: string, info: AptInfo, debsDir: string, opts: FetchOptions, log: LogFn): Promise<string> {
+  const tmp = join(debsDir, `.download-${process.pid}-${pkg}`);
+  rmSync(tmp, { recursive: true, force: true });
+  mkdirSync(tmp, { recursive: true });
+  const rep = progressReporter(`download ${pkg}`, {
+    onProgress: opts.onProgress,
+    toStderr: opts.progressOnStderr ?? !opts.onProgress,
+  });
+  const t0 = performance.now();
+  const poll = setInterval(() => {
+    let done = 0;
+    for (const f of readdirSync(tmp)) {
+      try {
+        done += statSync(join(tmp, f)).size;
+      } catch {
+        /* renamed meanwhile */
+      }
+    }
+    rep.update(done, info.size);
+  }, 250);
+  let r;
+  try {
+    r = await execa('apt-get', ['download', `${pkg}=${info.version}`], { cwd: tmp, reject: false, env: { LC_ALL: 'C' } });
+  } catch (e) {
+    throw new ToolError('apt-get', `cannot run (${(e as Error).message})`);
+  } finally {
+    clearInterval(poll);
+  }
+  const files = readdirSync(tmp).filter((f) => f.endsWith('.deb'));
+  if (r.exitCode !== 0 || files.length !== 1) {
+    rmSync(tmp, { recursive: true, force: true });
+    rep.finish();
+    throw new ToolError('apt-get', `apt-get download ${pkg}=${info.version} failed (exit ${r.exitCode}): ${r.stderr.trim().slice(-2000)}`);
+  }
+  const dest = join(debsDir, files[0]!);
+  renameSync(join(tmp, files[0]!), dest);
+  rmSync(tmp, { recursive: true, force: true });
+  const secs = (performance.now() - t0) / 1000;
+  rep.update(info.size, info.size);
+  rep.finish(`${(info.size / 1048576).toFixed(1)} MiB in ${secs.toFixed(1)} s`);
+  log(`downloaded ${files[0]} (${(info.size / 1048576).toFixed(1)} MiB) in ${secs.toFixed(1)} s`);
+  return dest;
+}
+
+/**
+ * The .deb for the first of `candidates` that is cached or known to apt (downloading it when
+ * needed). Runs `apt-get update` once when none of them is known. Throws BadInputError naming
+ * the package(s) and the release when apt does not have it.
+ */
+async function ensureDeb(candidates: string[], rel: KernelRelease, what: string, opts: FetchOptions, log: LogFn): Promise<{ pkg: string; deb: string }> {
+  const debsDir = cacheDir('debs');
+  for (const pkg of candidates) {
+    const hit = cachedDeb(pkg, debsDir);
+    if (hit) return { pkg, deb: hit };
+  }
+  for (let attempt = 0; attempt < 2; attempt++) {
+    for (const pkg of candidates) {
+      const info = await aptInfo(pkg);
+      if (info) return { pkg, deb: await aptDownload(pkg, info, debsDir, opts, log) };
+    }
+    if (attempt === 0 && !aptUpdated && opts.aptUpdate !== false) await aptUpdate(log);
+    else break;
+  }
+  throw new BadInputError(
+    '--kernel',
+    `kernel ${rel.release}: apt has no package ${candidates.join(' or ')} (${what}); ` +
+      `this ABI/flavour may not be published (check: apt-cache policy ${candidates[0]}), ` +
+      'or add the Debian archive/snapshot that carries it to the apt sources',
+  );
+}
+
+// ---------------------------------------------------------------------------------------------
+// lock + stamps
+
+function stampPath(dir: string, deb: string, part: string): string {
+  return join(dir, '.ciel', `${part}--${deb.split('/').pop()}.done`);
+}
+
+/** Serialise fetches of one release across processes (other test files, other engineers' runs). */
+async function withLock<T>(dir: string, fn: () => Promise<T>): Promise<T> {
+  const lock = join(dir, '.ciel', 'lock');
+  mkdirSync(join(dir, '.ciel'), { recursive: true });
+  const deadline = Date.now() + 30 * 60_000;
+  for (;;) {
+    try {
+      mkdirSync(lock);
+      writeFileSync(join(lock, 'pid'), String(process.pid));
+      break;
+    } catch {
+      let pid = 0;
+      try {
+        pid = Number(readFileSync(join(lock, 'pid'), 'utf8'));
+      } catch {
+        /* being created */
+      }
+      let alive = true;
+      if (pid > 0) {
+        try {
+          process.kill(pid, 0);
+        } catch {
+          alive = false;
+        }
+      }
+      if (!alive || Date.now() > deadline) {
+        rmSync(lock, { recursive: true, force: true });
+        continue;
+      }
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+  try {
+    return await fn();
+  } finally {
+    rmSync(lock, { recursive: true, force: true });
+  }
+}
+
+/** `dpkg-deb -x` once; the stamp counts only while the `mustExist` paths are still there. */
+async function dpkgExtractAll(deb: string, dir: string, log: LogFn, mustExist: string[] = []): Promise<void> {
+  const stamp = stampPath(dir, deb, 'all');
+  if (existsSync(stamp) && mustExist.every((p) => existsSync(p))) return;
+  const t0 = performance.now();
+  const r = await execa('dpkg-deb', ['-x', deb, dir], { reject: false });
+  if (r.exitCode !== 0) throw new ToolError('dpkg-deb', `dpkg-deb -x ${deb} failed: ${r.stderr.trim()}`);
+  writeFileSync(stamp, new Date().toISOString());
+  log(`extracted ${deb.split('/').pop()} in ${((performance.now() - t0) / 1000).toFixed(2)} s`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// public API
+
+function timed(log: LogFn): (msg: string, t0: number) => void {
+  return (msg, t0) => log(`${msg} in ${((performance.now() - t0) / 1000).toFixed(2)} s`);
+}
+
+async function headersInto(rel: KernelRelease, dir: string, opts: FetchOptions, log: LogFn): Promise<{ versions: Record<string, string>; debs: Record<string, string> }> {
+  const versions: Record<string, string> = {};
+  const debs: Record<string, string> = {};
+  const parts: [string[], string, string[]][] = [
+    [[rel.packages.common], 'the headers shared by all flavours', [join(dir, 'usr/src', rel.commonName, 'include/linux')]],
+    [[rel.packages.headers], 'the flavour headers and .config', [join(dir, 'usr/src', `linux-headers-${rel.release}`, 'include/generated')]],
+    [[rel.packages.kbuild], 'kbuild scripts', []],
+  ];
+  for (const [cands, what, mustExist] of parts) {
+    const { pkg, deb } = await ensureDeb(cands, rel, what, opts, log);
+    await dpkgExtractAll(deb, dir, log, mustExist);
+    versions[pkg] = versionFromDebName(deb);
+    debs[pkg] = deb;
+  }
+  return { versions, debs };
+}
+
+function headerTree(rel: KernelRelease, dir: string, versions: Record<string, string>): HeaderTree {
+  const commonDir = join(dir, 'usr/src', rel.commonName);
+  const archDir = join(dir, 'usr/src', `linux-headers-${rel.release}`);
+  for (const d of [join(commonDir, 'include/linux'), join(archDir, 'include/generated')]) {
+    if (!existsSync(d)) throw new BadInputError(d, `missing after extracting the headers of ${rel.release}`);
+  }
+  const bootConfig = join(dir, 'boot', `config-${rel.release}`);
+  return {
+    release: rel.release,
+    flavour: rel.flavour,
+    abi: rel.abi,
+    dir,
+    workDir: dir,
+    commonDir,
+    archDir,
+    config: existsSync(bootConfig) ? bootConfig : join(archDir, '.config'),
+    packageVersions: versions,
+  };
+}
+
+/** Fetch only the two header trees (+ kbuild) of a release. */
+export async function fetchHeaders(release: string, opts: FetchOptions = {}): Promise<HeaderTree> {
+  const rel = parseRelease(release);
+  const log = opts.log ?? (() => {});
+  const dir = cacheDir('kernels', rel.release);
+  return withLock(dir, async () => {
+    const { versions } = await headersInto(rel, dir, opts, log);
+    return headerTree(rel, dir, versions);
+  });
+}
+
+/**
+ * Fetch everything `ciel build --kernel RELEASE` needs: headers, vmlinuz + config from the image
+ * package, and System.map from the -dbg package (streamed; only that one member is decompressed).
+ */
+export async function fetchKernel(release: string, opts: FetchOptions = {}): Promise<KernelTree> {
+  const rel = parseRelease(release);
+  const log = opts.log ?? (() => {});
+  const time = timed(log);
+  const dir = cacheDir('kernels', rel.release);
+  return withLock(dir, async () => {
+    const tAll = performance.now();
+    const { versions, debs } = await headersInto(rel, dir, opts, log);
+
+    // image: vmlinuz, config and the modules (guests need virtio_net, ip_vs, ...; module BTF for
+    // split-BTF layouts). The whole package is extracted so the folder really holds all of it.
+    const image = await ensureDeb(rel.packages.image, rel, 'vmlinuz', opts, log);
+    versions[image.pkg] = versionFromDebName(image.deb);
+    debs[image.pkg] = image.deb;
+    const vmlinuz = join(dir, 'boot', `vmlinuz-${rel.release}`);
+    const config = join(dir, 'boot', `config-${rel.release}`);
+    const modules = join(dir, 'lib/modules', rel.release, 'kernel');
+    await dpkgExtractAll(image.deb, dir, log, [vmlinuz, config, modules]);
+    for (const f of [vmlinuz, config, modules]) {
+      if (!existsSync(f)) throw new BadInputError(image.deb, `no ${f.slice(dir.length + 1)} after extracting the image package`);
+    }
+
+    // System.map from -dbg
+    const dbg = await ensureDeb([rel.packages.dbg], rel, 'the real System.map', opts, log);
+    versions[dbg.pkg] = versionFromDebName(dbg.deb);
+    debs[dbg.pkg] = dbg.deb;
+    const systemMap = join(dir, 'System.map');
+    const mapStamp = stampPath(dir, dbg.deb, 'system-map');
+    if (!existsSync(mapStamp) || !existsSync(systemMap)) {
+      const t0 = performance.now();
+      const rep = progressReporter(`System.map from ${dbg.pkg}`, {
+        onProgress: opts.onProgress,
+        toStderr: opts.progressOnStderr ?? !opts.onProgress,
+        intervalMs: process.stderr.isTTY ? 100 : 2000,
+      });
+      const r = await extractDebMember(dbg.deb, `./usr/lib/debug/boot/System.map-${rel.release}`, systemMap, {
+        onBytes: (d, t) => rep.update(d, t),
+      });
+      const secs = (performance.now() - t0) / 1000;
+      rep.finish(`found after ${(r.compressedRead / 1048576).toFixed(1)} of ${(r.compressedTotal / 1048576).toFixed(1)} MiB in ${secs.toFixed(2)} s`);
+      writeFileSync(mapStamp, new Date().toISOString());
+      log(
+        `extracted System.map from ${dbg.deb.split('/').pop()} in ${secs.toFixed(2)} s ` +
+          `(read ${(r.compressedRead / 1048576).toFixed(1)} of ${(r.compressedTotal / 1048576).toFixed(1)} MiB compressed)`,
+      );
+    }
+    time(`kernel ${rel.release} ready`, tAll);
+    return { ...headerTree(rel, dir, versions), vmlinuz, config, systemMap, modulesDir: join(dir, 'lib/modules', rel.release), debs };
+  });
+}
+
+function readRelease(dir: string): string | undefined {
+  const kr = join(dir, 'include/config/kernel.release');
+  if (existsSync(kr)) return readFileSync(kr, 'utf8').trim();
+  const uts = join(dir, 'include/generated/utsrelease.h');
+  if (existsSync(uts)) return /UTS_RELEASE\s+"([^"]+)"/.exec(readFileSync(uts, 'utf8'))?.[1];
+  return undefined;
+}
+
+/**
+ * A kernel given as an unpacked build tree (`--kernel-dir DIR --system-map FILE`), where the
+ * headers and the generated headers are in the same tree (K == O). vmlinuz is
+ * `arch/x86/boot/bzImage`; an uncompressed `vmlinux` in DIR is used for BTF when present.
+ */
+export function kernelTreeFromDir(dir: string, systemMapFile: string): KernelTree {
+  const d = resolve(dir);
+  if (!existsSync(join(d, 'include/linux')) || !existsSync(join(d, 'arch/x86/include'))) {
+    throw new BadInputError(d, 'not a kernel build tree (include/linux or arch/x86/include missing)');
+  }
+  if (!existsSync(join(d, 'include/generated')) || !existsSync(join(d, 'arch/x86/include/generated'))) {
+    throw new BadInputError(d, 'kernel tree is not configured/built (include/generated missing): run make olddefconfig prepare');
+  }
+  if (!existsSync(systemMapFile)) throw new BadInputError(systemMapFile, 'System.map not found');
+  const release = readRelease(d);
+  if (!release) throw new BadInputError(d, 'cannot tell the kernel release (no include/config/kernel.release)');
+  let flavour: Flavour | 'custom' = 'custom';
+  let abi = release;
+  try {
+    const rel = parseRelease(release);
+    flavour = rel.flavour;
+    abi = rel.abi;
+  } catch {
+    /* a non-Debian release string is fine here */
+  }
+  const vmlinux = join(d, 'vmlinux');
+  const workDir = cacheDir('kernel-dirs', createHash('sha256').update(d).digest('hex').slice(0, 16));
+  return {
+    release,
+    flavour,
+    abi,
+    dir: d,
+    workDir,
+    commonDir: d,
+    archDir: d,
+    config: join(d, '.config'),
+    packageVersions: {},
+    vmlinuz: join(d, 'arch/x86/boot/bzImage'),
+    vmlinux: existsSync(vmlinux) ? vmlinux : undefined,
+    systemMap: resolve(systemMapFile),
+    debs: {},
+  };
+}
