@@ -3,6 +3,7 @@ import { Command } from 'commander';
 import { CielError } from '../runtime/errors.ts';
 import { registerBuild } from './build.ts';
 import { registerInstrument } from './instrument.ts';
+import { registerMonitor } from './monitor.ts';
 
 const program = new Command();
 program
@@ -13,6 +14,7 @@ program
 
 registerInstrument(program);
 registerBuild(program);
+registerMonitor(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -44,6 +44,8 @@ export interface BuildManifest {
   coverage: { loads: number; translated: number; skippedLocal: number; memcpySources: number; ratio: number };
   layoutChecks: number;
   slots: number;
+  /** System.map address of _text (unslid), for finding the KASLR slide */
+  kernelText: string;
   timings: Record<string, number>;
 }
 
@@ -134,6 +136,7 @@ export async function buildMonitor(o: BuildOptions): Promise<BuildResult> {
     },
     layoutChecks: checks.length,
     slots: slots.length,
+    kernelText: `0x${(map.get('_text')?.address ?? 0xffffffff81000000n).toString(16)}`,
     timings: { fetch_ms: fetchMs, ...compiled.timings, check_ms: Math.round(performance.now() - t1), total_ms: Math.round(performance.now() - t0) },
   };
   writeFileSync(join(outDir, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n');

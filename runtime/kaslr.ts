@@ -131,3 +131,33 @@ function findFull(buf: Buffer, gpa: bigint): Omit<VmcoreInfo, 'ms'> | null {
   }
   return null;
 }
+
+/** The start of the kernel-image mapping (__START_KERNEL_map) and its size on x86-64. */
+const KERNEL_MAP_START = 0xffffffff80000000n;
+const KERNEL_MAP_END = 0xffffffffc0000000n;
+const TWO_MIB = 0x200000n;
+
+export interface SlideResult {
+  /** KASLR slide: runtime _text minus System.map _text */
+  slide: bigint;
+  text: bigint;
+  ms: number;
+}
+
+/**
+ * The KASLR slide from the guest's page tables: the kernel image is mapped in 2 MiB steps from _text,
+ * so the first present 2 MiB slot in __START_KERNEL_map is _text (DESIGN.md: agreed with VMCOREINFO on
+ * every run, ~1 ms). `translate` is a page walk from the guest's CR3 that throws when not mapped.
+ */
+export function findSlideFromPageTables(translate: (va: bigint) => bigint, systemMapText: bigint): SlideResult | null {
+  const t0 = performance.now();
+  for (let va = KERNEL_MAP_START; va < KERNEL_MAP_END; va += TWO_MIB) {
+    try {
+      translate(va);
+    } catch {
+      continue;
+    }
+    return { slide: va - systemMapText, text: va, ms: performance.now() - t0 };
+  }
+  return null;
+}
