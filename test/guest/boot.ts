@@ -28,6 +28,8 @@ export interface BootOptions {
   verbose?: boolean;
   /** where progress goes (default stderr) */
   log?: (line: string) => void;
+  /** start none of the standard containers (benchmarks create their own through sh()) */
+  bare?: boolean;
 }
 
 export interface Guest {
@@ -106,6 +108,7 @@ export async function bootGuest(opts: BootOptions = {}): Promise<Guest> {
     `ciel.cgroup=${mode === 'cgroup1' ? 'v1' : 'v2'}`,
     'panic=-1',
     ...(kaslr ? [] : ['nokaslr']),
+    ...(opts.bare ? ['ciel.bare'] : []),
   ].join(' ');
   const args = [
     '-name', `ciel-${name}`,
