@@ -137,7 +137,7 @@ for (const ver of ['6.1.0-56-amd64', '6.1.0-56-rt-amd64']) {
         const t = btf.findStruct(st);
         expect(t, `struct ${st} in BTF`).toBeDefined();
         lines.push(`const unsigned long ciel_probe_${n} = sizeof(struct ${st});`);
-        expected.set(`ciel_probe_${n++}`, t!.size);
+        expected.set(`ciel_probe_${n++}`, t.size!);
         for (const m of t!.members!) {
           if (!m.name || m.bitfieldSize) continue;
           lines.push(`const unsigned long ciel_probe_${n} = __builtin_offsetof(struct ${st}, ${m.name});`);

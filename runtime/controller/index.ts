@@ -1,0 +1,13 @@
+export * from './types.ts';
+export { counterRate, hpaDesired, lsqSlope, parseTime } from './math.ts';
+export { PolicyEngine, containerKey, type ContainerStepResult, type VmCheckResult } from './policy.ts';
+export {
+  Autoscaler,
+  jsonLines,
+  type AutoscalerOptions,
+  type Backend,
+  type ContainerSampler,
+  type LoadBalancer,
+  type ReplicaProvisioner,
+  type VmStatsSource,
+} from './autoscaler.ts';
