@@ -50,6 +50,8 @@ export interface BuildManifest {
 }
 
 export interface BuildOptions {
+  /** an already-resolved kernel tree (tests, tools); takes precedence over release/kernelDir */
+  tree?: KernelTree;
   release?: string;
   kernelDir?: string;
   systemMap?: string;
@@ -70,7 +72,9 @@ export async function buildMonitor(o: BuildOptions): Promise<BuildResult> {
   const t0 = performance.now();
   clangPath(); // fail early and clearly when clang-14 is missing
   let tree: KernelTree;
-  if (o.kernelDir) {
+  if (o.tree) {
+    tree = o.tree;
+  } else if (o.kernelDir) {
     if (!o.systemMap) throw new CielError('--kernel-dir needs --system-map');
     tree = kernelTreeFromDir(o.kernelDir, o.systemMap);
   } else if (o.release) {
