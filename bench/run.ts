@@ -1,7 +1,18 @@
-// `npm run bench [gmap|monitor]`: figures and ratios against baselines measured in the same run.
+// `npm run bench [name]`: figures and ratios against baselines measured in the same run.
+// Names: gmap, build, monitor (the real-guest ones boot TCG guests and take minutes).
+import { benchBuild } from './build.ts';
 import { benchGmap } from './gmap.ts';
 import { benchMonitor } from './monitor.ts';
 
-const only = process.argv[2];
-if (!only || only === 'gmap') await benchGmap();
-if (!only || only === 'monitor') await benchMonitor();
+const all: Record<string, () => Promise<unknown>> = {
+  gmap: () => benchGmap(),
+  build: () => benchBuild(),
+  monitor: () => benchMonitor(),
+};
+const only = process.argv.slice(2);
+for (const name of only.length ? only : Object.keys(all)) {
+  const run = all[name];
+  if (!run) throw new Error(`unknown benchmark '${name}' (have: ${Object.keys(all).join(', ')})`);
+  await run();
+  console.log('');
+}

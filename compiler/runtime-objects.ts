@@ -24,17 +24,22 @@ export interface RuntimeObjects {
   rtSo: string;
 }
 
-let cached: Promise<RuntimeObjects> | undefined;
+const building = new Map<string, Promise<RuntimeObjects>>();
 
+/** Build (once per cache folder and source version) and return the runtime objects. */
 export function runtimeObjects(): Promise<RuntimeObjects> {
-  cached ??= build();
-  return cached;
-}
-
-async function build(): Promise<RuntimeObjects> {
   const sources = ['ciel_rt.h', 'gmap_fast.c', 'rt.c'].map((f) => readFileSync(join(NATIVE_DIR, f)));
   const key = createHash('sha256').update(Buffer.concat(sources)).update(FAST_FLAGS.join(' ') + RT_FLAGS.join(' ')).digest('hex').slice(0, 16);
   const dir = cacheDir('runtime', key);
+  let p = building.get(dir);
+  if (!p || !existsSync(join(dir, 'rt.o'))) {
+    p = build(dir);
+    building.set(dir, p);
+  }
+  return p;
+}
+
+async function build(dir: string): Promise<RuntimeObjects> {
   const out = {
     fastBc: join(dir, 'gmap_fast.bc'),
     fastBcShortWchar: join(dir, 'gmap_fast.short-wchar.bc'),
