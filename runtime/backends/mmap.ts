@@ -9,6 +9,8 @@ const c_open = libc.func('int open(const char *path, int flags)');
 const c_close = libc.func('int close(int fd)');
 const c_mmap = libc.func('void *mmap(void *addr, size_t len, int prot, int flags, int fd, int64_t off)');
 const c_munmap = libc.func('int munmap(void *addr, size_t len)');
+const c_strerror = libc.func('const char *strerror(int errnum)');
+const lastError = () => c_strerror(koffi.errno()) as string;
 
 const O_RDONLY = 0;
 const O_CLOEXEC = 0o2000000;
@@ -36,14 +38,15 @@ export function mapFileReadOnly(path: string, offset = 0, length?: number): File
   // Mapping past the end of the file would SIGBUS on access: refuse up front.
   if (len <= 0 || offset + len > size) throw new BadInputError(path, `file is ${size} bytes, cannot map ${len} bytes at offset ${offset}`);
   const fd = c_open(path, O_RDONLY | O_CLOEXEC) as number;
-  if (fd < 0) throw new BadInputError(path, 'open failed (permissions?)');
+  if (fd < 0) throw new BadInputError(path, `open failed: ${lastError()}`);
   const host = c_mmap(null, len, PROT_READ, MAP_SHARED, fd, offset) as bigint | null;
+  const why = host === null || host === MAP_FAILED ? lastError() : '';
   c_close(fd);
-  if (host === null || host === MAP_FAILED) throw new BadInputError(path, `mmap of ${len} bytes failed`);
+  if (why) throw new BadInputError(path, `mmap of ${len} bytes failed: ${why}`);
   let mapped = true;
   return {
     path,
-    host,
+    host: host as bigint,
     length: len,
     unmap() {
       if (mapped) c_munmap(host, len);

@@ -1,37 +1,11 @@
 // Live QEMU guest: guest RAM is a shared host file (`-object memory-backend-file,share=on,mem-path=...`),
-// mapped read-only here with libc mmap through koffi; registers and pause/resume go through QMP.
+// mapped read-only here (mmap.ts); registers and pause/resume go through QMP.
 import { statSync } from 'node:fs';
 import koffi from 'koffi';
+import { mapFileReadOnly, type FileMapping } from './mmap.ts';
 import { BadInputError, CielError } from '../errors.ts';
 import { QmpClient, QmpError, type QmpEvent, type RunStatus, type VcpuRegisters } from '../qmp.ts';
 import type { GuestRegisters, MemoryBackend, PhysRange } from './backend.ts';
-
-const O_RDONLY = 0;
-const O_CLOEXEC = 0o2000000;
-const PROT_READ = 1;
-const MAP_SHARED = 1;
-const MAP_FAILED = (1n << 64n) - 1n;
-
-interface Libc {
-  open: (path: string, flags: number) => number;
-  close: (fd: number) => number;
-  mmap: (addr: null, len: number | bigint, prot: number, flags: number, fd: number, off: number | bigint) => bigint;
-  munmap: (addr: bigint, len: number | bigint) => number;
-  strerror: (errnum: number) => string;
-}
-let libcCache: Libc | null = null;
-function libc(): Libc {
-  if (libcCache) return libcCache;
-  const lib = koffi.load('libc.so.6');
-  libcCache = {
-    open: lib.func('int open(const char *path, int flags)'),
-    close: lib.func('int close(int fd)'),
-    mmap: lib.func('void *mmap(void *addr, size_t len, int prot, int flags, int fd, int64_t off)'),
-    munmap: lib.func('int munmap(void *addr, size_t len)'),
-    strerror: lib.func('const char *strerror(int errnum)'),
-  } as Libc;
-  return libcCache;
-}
 
 /** The guest is gone, was reset, or is in a state where its memory no longer means what it did. */
 export class GuestStateError extends CielError {
@@ -84,8 +58,7 @@ export interface PauseTiming {
 
 export class QemuLiveBackend implements MemoryBackend {
   readonly kind = 'qemu';
-  private base: bigint;
-  private mapLen: bigint;
+  private readonly map: FileMapping;
   private readonly rangesList: PhysRange[];
   private closed = false;
   private pausedAt = 0;
@@ -99,15 +72,13 @@ export class QemuLiveBackend implements MemoryBackend {
   private constructor(
     readonly qmp: QmpClient,
     readonly memFile: string,
-    base: bigint,
-    mapLen: bigint,
+    map: FileMapping,
     layout: { gpa: bigint; fileOffset: bigint; length: bigint }[],
     vm: string,
   ) {
-    this.base = base;
-    this.mapLen = mapLen;
+    this.map = map;
     this.vm = vm;
-    this.rangesList = layout.map((r) => ({ gpa: r.gpa, length: r.length, host: base + r.fileOffset }));
+    this.rangesList = layout.map((r) => ({ gpa: r.gpa, length: r.length, host: map.host + r.fileOffset }));
     qmp.on('event', (e: QmpEvent) => {
       if (e.event === 'RESET' || e.event === 'SHUTDOWN') this.resetReason ??= `guest ${e.event.toLowerCase()} (${JSON.stringify(e.data ?? {})})`;
     });
@@ -127,20 +98,14 @@ export class QemuLiveBackend implements MemoryBackend {
     if (size < ram) throw new BadInputError(opts.memFile, `guest memory file is ${size} bytes, smaller than the ${ram} bytes of guest RAM`);
     const layout = qemuRamLayout(ram, opts.machine ?? 'pc');
     const qmp = await QmpClient.connect(opts.qmpSocket);
-    const c = libc();
-    const fd = c.open(opts.memFile, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
+    let map: FileMapping;
+    try {
+      map = mapFileReadOnly(opts.memFile, 0, Number(ram));
+    } catch (e) {
       qmp.close();
-      throw new BadInputError(opts.memFile, `open failed: ${c.strerror(koffi.errno())}`);
+      throw e;
     }
-    const p = c.mmap(null, ram, PROT_READ, MAP_SHARED, fd, 0);
-    const errno = koffi.errno();
-    c.close(fd);
-    if (p === MAP_FAILED || p === -1n || p === 0n) {
-      qmp.close();
-      throw new BadInputError(opts.memFile, `mmap of ${ram} bytes failed: ${c.strerror(errno)}`);
-    }
-    return new QemuLiveBackend(qmp, opts.memFile, BigInt(p), ram, layout, vm);
+    return new QemuLiveBackend(qmp, opts.memFile, map, layout, vm);
   }
 
   ranges(): PhysRange[] {
@@ -227,8 +192,7 @@ export class QemuLiveBackend implements MemoryBackend {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    if (this.base) libc().munmap(this.base, this.mapLen);
-    this.base = 0n;
+    this.map.unmap();
     this.qmp.close();
   }
 
