@@ -562,7 +562,7 @@ function runFilter(tool: string, args: string[], input: Buffer, outFile: string)
     child.stderr!.on('data', (b: Buffer) => (err += b.toString()));
     child.on('error', (e) => {
       closeSync(out);
-      reject(new ToolError(tool, `cannot run (${e.message}); install it with: apt-get install -y xz-utils zstd`));
+      reject(new ToolError(tool, `cannot run (${e.message}); install it with: apt-get install -y xz-utils zstd lz4`));
     });
     child.on('close', (code) => {
       closeSync(out);
@@ -590,6 +590,10 @@ export async function extractVmlinux(vmlinuz: string, dest: string): Promise<voi
         // drop the 4-byte size the kernel build appends after the frame
         await runFilter('zstd', ['-dc', '-q'], payload.subarray(0, payload.length - 4), tmp);
         break;
+      case 'lz4':
+        // legacy lz4 frame (cloud flavour); drop the 4-byte size the kernel build appends
+        await runFilter('lz4', ['-dc'], payload.subarray(0, payload.length - 4), tmp);
+        break;
       case 'gzip':
         writeFileSync(tmp, gunzipSync(payload));
         break;
@@ -597,7 +601,7 @@ export async function extractVmlinux(vmlinuz: string, dest: string): Promise<voi
         writeFileSync(tmp, payload);
         break;
       default:
-        throw new BadInputError(vmlinuz, `kernel payload is ${format}-compressed; Ciel handles xz, zstd and gzip`);
+        throw new BadInputError(vmlinuz, `kernel payload is ${format}-compressed; Ciel handles xz, zstd, lz4 and gzip`);
     }
     const head = Buffer.alloc(4);
     const fd = openSync(tmp, 'r');

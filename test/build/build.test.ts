@@ -1,4 +1,4 @@
-// `ciel build` for real Debian kernels: the amd64 and rt flavours build from their own packages, the
+// `ciel build` for real Debian kernels: the amd64, rt and cloud (lz4 vmlinuz) flavours build from their own packages, the
 // result imports nothing but libc, covers every load, matches the kernel's BTF; and a header set
 // that does not belong to the kernel (rt headers against the amd64 BTF) must fail the build.
 import { execa } from 'execa';
@@ -15,7 +15,7 @@ import { loadSystemMap } from '../../compiler/kernel/system-map.ts';
 const out = mkdtempSync(join(tmpdir(), 'ciel-build-'));
 afterAll(() => rmSync(out, { recursive: true, force: true }));
 
-describe.each(['6.1.0-56-amd64', '6.1.0-56-rt-amd64'])('ciel build --kernel %s', (release) => {
+describe.each(['6.1.0-56-amd64', '6.1.0-56-rt-amd64', '6.1.0-56-cloud-amd64'])('ciel build --kernel %s', (release) => {
   it('produces a monitor that imports only libc, translates every guest load and matches the BTF', async () => {
     const r = await buildMonitor({ release, outRoot: out });
     expect(r.manifest.release).toBe(release);
