@@ -24,7 +24,7 @@ typedef unsigned short ciel_u16;
 typedef unsigned char ciel_u8;
 
 #define CIEL_ABI_MAGIC		0x4c454943u	/* "CIEL" little endian */
-#define CIEL_ABI_VERSION	1u
+#define CIEL_ABI_VERSION	2u	/* 2: rec.memory_inactive_file_pages (was reserved) */
 #define CIEL_PATH_MAX		256u
 #define CIEL_IFNAME_MAX		16u
 #define CIEL_NO_PARENT		0xffffffffu
@@ -100,7 +100,9 @@ struct ciel_cgroup_rec {
 	ciel_u32 parent_index;		/* 108 record index of parent, CIEL_NO_PARENT if none */
 	ciel_u64 first_task;		/* 112 guest address of the task_struct used for net */
 	ciel_u32 subsys_mask;		/* 120 controllers with a css on this cgroup */
-	ciel_u32 reserved;		/* 124 */
+	ciel_u32 memory_inactive_file_pages; /* 124 memory.stat inactive_file (v2) / total_inactive_file
+					 * (v1), hierarchical, in 4 KiB pages; saturates at 0xffffffff
+					 * (16 TiB). working set = usage - this * 4096 */
 	char path[CIEL_PATH_MAX];	/* 128 NUL-terminated, "/" for the root */
 };
 
@@ -129,6 +131,7 @@ CIEL_ABI_ASSERT_OFF(struct ciel_mon_hdr, reserved, 56);
 CIEL_ABI_ASSERT_OFF(struct ciel_cgroup_rec, pids, 80);
 CIEL_ABI_ASSERT_OFF(struct ciel_cgroup_rec, cgroup_id, 88);
 CIEL_ABI_ASSERT_OFF(struct ciel_cgroup_rec, first_task, 112);
+CIEL_ABI_ASSERT_OFF(struct ciel_cgroup_rec, memory_inactive_file_pages, 124);
 CIEL_ABI_ASSERT_OFF(struct ciel_cgroup_rec, path, 128);
 CIEL_ABI_ASSERT_OFF(struct ciel_mon_args, ifname, 16);
 

@@ -224,20 +224,32 @@ static __always_inline u64 ciel_cpuusage_read(struct ciel_ctx *ctx, struct cgrou
 
 #define CIEL_MEM_ANON	0	/* NR_ANON_MAPPED: v2 memory.stat "anon", v1 "rss" */
 #define CIEL_MEM_FILE	1	/* NR_FILE_PAGES:  v2 memory.stat "file", v1 "cache" */
-#define CIEL_MEM_NR	2
+/*
+ * NR_INACTIVE_FILE (NR_LRU_BASE + LRU_INACTIVE_FILE): v2 memory.stat "inactive_file",
+ * v1 memory.stat "total_inactive_file" (6.1 memcg_stat_show prints memcg_page_state(),
+ * the hierarchical rstat value, for every total_* line; the plain "inactive_file" line
+ * is memcg_page_state_local()). The LRU sizes are node items: update_lru_size() ->
+ * __mod_lruvec_state() moves the memcg's per-node lruvec counters like anon/file, so
+ * the flushed + pending computation below applies unchanged. cAdvisor's working set
+ * is usage - inactive_file (v2) / usage - total_inactive_file (v1).
+ */
+#define CIEL_MEM_INACTIVE_FILE	2
+_Static_assert(PAGE_SIZE == 4096, "ciel_cgroup_rec.memory_inactive_file_pages counts 4 KiB pages");
+#define CIEL_MEM_NR	3
 
 #if IS_ENABLED(CONFIG_MEMCG)
 /*
  * Debian 6.1.192 keeps struct memcg_vmstats / memcg_vmstats_percpu private, but the
  * per-node struct lruvec_stats / lruvec_stats_percpu are public, and for node items
- * (NR_ANON_MAPPED, NR_FILE_PAGES) __mod_memcg_lruvec_state() updates the memcg and the
+ * (NR_ANON_MAPPED, NR_FILE_PAGES, NR_INACTIVE_FILE) __mod_memcg_lruvec_state() updates the memcg and the
  * lruvec per-CPU counters together, and mem_cgroup_css_rstat_flush() propagates both
  * the same way. So memcg_page_state(memcg, idx) == sum over nodes of
  * pn->lruvec_stats.state[idx], and we read the per-node copies.
  */
 static __always_inline enum node_stat_item ciel_mem_item(int item)
 {
-	return item == CIEL_MEM_ANON ? NR_ANON_MAPPED : NR_FILE_PAGES;
+	return item == CIEL_MEM_ANON ? NR_ANON_MAPPED :
+	       item == CIEL_MEM_FILE ? NR_FILE_PAGES : NR_INACTIVE_FILE;
 }
 
 /* memcg->nodeinfo[nid] (6.1 flexible array, for_each_node allocation); out: may be NULL */

@@ -223,6 +223,10 @@ static __always_inline void ciel_walk_finish(struct ciel_walk *w, struct ciel_cg
 			r->memory_rss_bytes = (u64)(a->mem[0] > 0 ? a->mem[0] : 0) * PAGE_SIZE;
 			r->memory_cache_bytes = (u64)(a->mem[1] > 0 ? a->mem[1] : 0) * PAGE_SIZE;
 		}
+		/* v2 inactive_file and v1 total_inactive_file are both hierarchical */
+		r->memory_inactive_file_pages = a->mem[CIEL_MEM_INACTIVE_FILE] <= 0 ? 0 :
+			a->mem[CIEL_MEM_INACTIVE_FILE] > 0xffffffffL ? 0xffffffffu :
+			(u32)a->mem[CIEL_MEM_INACTIVE_FILE];
 #if IS_ENABLED(CONFIG_MEMCG)
 		if (a->mem_root)
 			r->memory_usage_bytes =

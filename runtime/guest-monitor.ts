@@ -15,7 +15,7 @@ interface AbiModule {
   CIEL_ABI: Record<string, number>;
   CIEL_MON_HDR_SIZE: number;
   CIEL_CGROUP_REC_SIZE: number;
-  decodeCielMonHdr(b: Buffer, off?: number): { nr_records: number; flags: number; cgroup_mode: number; rec_size: number; hdr_size: number; magic: number };
+  decodeCielMonHdr(b: Buffer, off?: number): { nr_records: number; nr_seen: number; flags: number; cgroup_mode: number; rec_size: number; hdr_size: number; magic: number };
   decodeCielCgroupRec(b: Buffer, off?: number): CgroupRecord;
 }
 
@@ -24,6 +24,8 @@ export interface CgroupRecord {
   memory_usage_bytes: bigint;
   memory_rss_bytes: bigint;
   memory_cache_bytes: bigint;
+  /** ABI >= 2: v2 memory.stat inactive_file / v1 total_inactive_file, in 4 KiB pages (saturating u32) */
+  memory_inactive_file_pages?: number;
   io_read_bytes: bigint;
   io_write_bytes: bigint;
   net_rx_bytes: bigint;
@@ -33,6 +35,8 @@ export interface CgroupRecord {
   pids: number;
   nr_tasks: number;
   cgroup_id: bigint;
+  /** guest address of the task_struct the net lookup used (0 if none) */
+  first_task: bigint;
   level: number;
   flags: number;
   hierarchy_id: number;
@@ -100,7 +104,7 @@ export class GuestMonitor {
   }
 
   /** Run one monitor entry point and decode its records. */
-  readCgroups(entry: 'ciel_mon_cgroup_v2' | 'ciel_mon_cgroup_v1'): { mode: number; records: CgroupRecord[]; stats: CallStats } {
+  readCgroups(entry: 'ciel_mon_cgroup_v2' | 'ciel_mon_cgroup_v1'): { mode: number; records: CgroupRecord[]; stats: CallStats; hdrFlags: number } {
     this.buf.fill(0, 0, this.abi.CIEL_MON_HDR_SIZE);
     const { result, stats } = this.rt.call(entry, this.buf);
     this.lastStats = stats;
@@ -108,7 +112,7 @@ export class GuestMonitor {
     const hdr = this.abi.decodeCielMonHdr(this.buf);
     const records: CgroupRecord[] = [];
     for (let i = 0; i < hdr.nr_records; i++) records.push(this.abi.decodeCielCgroupRec(this.buf, hdr.hdr_size + i * hdr.rec_size));
-    return { mode: hdr.cgroup_mode, records, stats };
+    return { mode: hdr.cgroup_mode, records, stats, hdrFlags: hdr.flags };
   }
 
   /** One sample of every container, as `ciel monitor --json` prints it. */
@@ -120,11 +124,13 @@ export class GuestMonitor {
     let records = v2.records;
     let accesses = v2.stats.accesses;
     let misses = v2.stats.misses;
+    let hdrFlags = v2.hdrFlags;
     if (v2.mode === A.CIEL_CGMODE_LEGACY || v2.mode === A.CIEL_CGMODE_HYBRID) {
       const v1 = this.readCgroups('ciel_mon_cgroup_v1');
       records = mergeV1(v1.records, v2.mode === A.CIEL_CGMODE_HYBRID ? v2.records : [], A);
       accesses += v1.stats.accesses;
       misses += v1.stats.misses;
+      hdrFlags |= v1.hdrFlags;
     }
     const containers: ContainerSample[] = [];
     for (const r of records) {
@@ -137,6 +143,9 @@ export class GuestMonitor {
         memory_usage_bytes: Number(r.memory_usage_bytes),
         memory_rss_bytes: Number(r.memory_rss_bytes),
         memory_cache_bytes: Number(r.memory_cache_bytes),
+        ...(r.memory_inactive_file_pages !== undefined && r.flags & A.CIEL_REC_MEM
+          ? { memory_inactive_file_bytes: r.memory_inactive_file_pages * 4096 }
+          : {}),
         io_read_bytes: Number(r.io_read_bytes),
         io_write_bytes: Number(r.io_write_bytes),
         net_rx_bytes: Number(r.net_rx_bytes),
@@ -152,6 +161,8 @@ export class GuestMonitor {
     };
     if (this.vm) sample.vm = this.vm;
     if (opts.consistentPauseUs !== undefined) sample.pause_us = opts.consistentPauseUs;
+    const truncated = truncationNames(hdrFlags, A);
+    if (truncated.length) sample.truncated = truncated;
     Object.assign(sample, { tlb_hit_ratio: accesses ? 1 - misses / accesses : 1, guest_accesses: accesses });
     return sample;
   }
@@ -159,6 +170,20 @@ export class GuestMonitor {
   close(): void {
     this.rt.close();
   }
+}
+
+const TRUNCATIONS: [string, string][] = [
+  ['CIEL_HDR_TRUNC_OUT', 'out'],
+  ['CIEL_HDR_TRUNC_LIMIT', 'limit'],
+  ['CIEL_HDR_TRUNC_CPUS', 'cpus'],
+  ['CIEL_HDR_TRUNC_DEPTH', 'depth'],
+  ['CIEL_HDR_TRUNC_NODES', 'nodes'],
+  ['CIEL_HDR_TRUNC_LIST', 'list'],
+];
+
+/** The CIEL_HDR_TRUNC_* bits of a monitor header as short names (a cyclic cgroup list shows up as 'limit'). */
+export function truncationNames(flags: number, A: Record<string, number>): NonNullable<Sample['truncated']> {
+  return TRUNCATIONS.filter(([k]) => A[k] !== undefined && flags & A[k]).map(([, n]) => n as NonNullable<Sample['truncated']>[number]);
 }
 
 /**
@@ -178,6 +203,7 @@ function mergeV1(v1: CgroupRecord[], v2: CgroupRecord[], A: Record<string, numbe
       cur.memory_usage_bytes = r.memory_usage_bytes;
       cur.memory_rss_bytes = r.memory_rss_bytes;
       cur.memory_cache_bytes = r.memory_cache_bytes;
+      cur.memory_inactive_file_pages = r.memory_inactive_file_pages;
     }
     if (r.flags & A.CIEL_REC_IO) {
       cur.io_read_bytes = r.io_read_bytes;

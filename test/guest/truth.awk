@@ -61,6 +61,7 @@ NF >= 4 {
     s = s ",\"cpu_usage_usec\":" kv(d "/cpu.stat", "usage_usec")
     s = s ",\"memory_current\":" one(d "/memory.current")
     s = s ",\"memory_anon\":" kv(d "/memory.stat", "anon") ",\"memory_file\":" kv(d "/memory.stat", "file")
+    s = s ",\"memory_inactive_file\":" kv(d "/memory.stat", "inactive_file")
     s = s ",\"io_rbytes\":" iostat(d "/io.stat", "rbytes") ",\"io_wbytes\":" iostat(d "/io.stat", "wbytes")
     s = s ",\"pids_current\":" one(d "/pids.current")
   } else {
@@ -68,6 +69,7 @@ NF >= 4 {
     s = s ",\"cpuacct_usage\":" one(d "/cpu,cpuacct" cg "/cpuacct.usage")
     s = s ",\"memory_usage_in_bytes\":" one(d "/memory" cg "/memory.usage_in_bytes")
     s = s ",\"memory_rss\":" kv(d "/memory" cg "/memory.stat", "rss") ",\"memory_cache\":" kv(d "/memory" cg "/memory.stat", "cache")
+    s = s ",\"memory_total_inactive_file\":" kv(d "/memory" cg "/memory.stat", "total_inactive_file")
     s = s ",\"blkio_read_bytes\":" blkio(d "/blkio" cg "/blkio.throttle.io_service_bytes", "Read")
     s = s ",\"blkio_write_bytes\":" blkio(d "/blkio" cg "/blkio.throttle.io_service_bytes", "Write")
     s = s ",\"pids_current\":" one(d "/pids" cg "/pids.current")

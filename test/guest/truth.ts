@@ -11,9 +11,9 @@ export interface TruthContainer {
   cgroup: string;
   /** the container's main pid in the guest */
   pid: number;
-  /** raw cgroupfs/procfs fields; cgroup2: cpu_usage_usec, memory_current, memory_anon, memory_file, io_rbytes,
-   *  io_wbytes, pids_current; cgroup1: cpuacct_usage, memory_usage_in_bytes, memory_rss, memory_cache,
-   *  blkio_read_bytes, blkio_write_bytes, pids_current; both: net_{rx,tx}_{bytes,packets} (eth0 in the netns) */
+  /** raw cgroupfs/procfs fields; cgroup2: cpu_usage_usec, memory_current, memory_anon, memory_file,
+   *  memory_inactive_file, io_rbytes, io_wbytes, pids_current; cgroup1: cpuacct_usage, memory_usage_in_bytes,
+   *  memory_rss, memory_cache, memory_total_inactive_file, blkio_read_bytes, blkio_write_bytes, pids_current; both: net_{rx,tx}_{bytes,packets} (eth0 in the netns) */
   raw: Record<string, number | null>;
   /** normalized (same meaning in both modes; null when the guest file was missing) */
   cpu_usage_ns: number | null;
@@ -22,6 +22,8 @@ export interface TruthContainer {
   memory_rss_bytes: number | null;
   /** v2 memory.stat file / v1 memory.stat cache */
   memory_cache_bytes: number | null;
+  /** v2 memory.stat inactive_file / v1 memory.stat total_inactive_file (hierarchical in both) */
+  memory_inactive_file_bytes: number | null;
   io_read_bytes: number | null;
   io_write_bytes: number | null;
   pids: number | null;
@@ -76,6 +78,7 @@ export function parseTruthLine(line: string, hostSentMs = 0, hostReceivedMs = 0)
       memory_usage_bytes: v2 ? (raw.memory_current ?? null) : (raw.memory_usage_in_bytes ?? null),
       memory_rss_bytes: v2 ? (raw.memory_anon ?? null) : (raw.memory_rss ?? null),
       memory_cache_bytes: v2 ? (raw.memory_file ?? null) : (raw.memory_cache ?? null),
+      memory_inactive_file_bytes: v2 ? (raw.memory_inactive_file ?? null) : (raw.memory_total_inactive_file ?? null),
       io_read_bytes: v2 ? (raw.io_rbytes ?? null) : (raw.blkio_read_bytes ?? null),
       io_write_bytes: v2 ? (raw.io_wbytes ?? null) : (raw.blkio_write_bytes ?? null),
       pids: raw.pids_current ?? null,

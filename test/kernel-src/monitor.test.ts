@@ -55,7 +55,7 @@ for (const ver of ['6.1.0-56-amd64', '6.1.0-56-rt-amd64']) {
       const s = S.get('v2')!;
       expect(s.ret).toBe(4);
       expect(s.hdr).toMatchObject({
-        magic: 0x4c454943, abi_version: 1, hdr_size: 64, rec_size: 384, nr_records: 4, nr_seen: 5, flags: 0,
+        magic: 0x4c454943, abi_version: 2, hdr_size: 64, rec_size: 384, nr_records: 4, nr_seen: 5, flags: 0,
         cgroup_mode: 2 /* hybrid */, nr_v1_roots: 1, nr_cpus: 2, nr_cpu_ids: 2, nr_nodes: 1, dfl_nr_descendants: 4,
       });
       // the v1 hierarchy's controllers (cpuacct|memory|io): every one has a css on its /x
