@@ -1,6 +1,7 @@
 // `npm run bench [name]`: figures and ratios against baselines measured in the same run.
-// Names: gmap, build, monitor (the real-guest ones boot TCG guests and take minutes).
+// Names: gmap, build, monitor, fuzz-elf (the real-guest ones boot TCG guests and take minutes).
 import { benchBuild } from './build.ts';
+import { benchFuzzElf } from './fuzz-elf.ts';
 import { benchGmap } from './gmap.ts';
 import { benchMonitor } from './monitor.ts';
 
@@ -8,6 +9,7 @@ const all: Record<string, () => Promise<unknown>> = {
   gmap: () => benchGmap(),
   build: () => benchBuild(),
   monitor: () => benchMonitor(),
+  'fuzz-elf': () => benchFuzzElf({ cases: 10_000 }),
 };
 const only = process.argv.slice(2);
 for (const name of only.length ? only : Object.keys(all)) {
