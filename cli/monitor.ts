@@ -1,69 +1,227 @@
-// `ciel monitor`: sample the containers of a running VM from outside.
+// `ciel monitor`: the daemon an operator runs on a host. It samples the containers of one or several
+// VMs from outside (no agent in the guest) and shows them as a live table, JSON lines, and/or a
+// Prometheus endpoint with cAdvisor's metric names. The loops live in runtime/daemon.ts.
 import type { Command } from 'commander';
+import type { Counter } from 'prom-client';
+import { loadConfig } from '../runtime/config.ts';
+import { runDaemon, type DaemonSample, type DaemonVm, type ErrorKind } from '../runtime/daemon.ts';
 import { CielError } from '../runtime/errors.ts';
-import { parseInterval, runQemuLoop } from '../runtime/monitor-loop.ts';
-import type { Sample } from '../runtime/sample.ts';
+import { DEFAULT_HOST, DEFAULT_PORT, PrometheusExporter } from '../runtime/exporter/prometheus.ts';
+import { parseInterval } from '../runtime/monitor-loop.ts';
+import { LiveTable } from '../runtime/view/live-table.ts';
+import { RateTracker } from '../runtime/view/rates.ts';
 
 interface MonitorCliOptions {
   qemu?: string;
   memory?: string;
+  vmcore?: string;
+  xen?: string;
+  config?: string;
   kernel?: string;
+  disk?: string;
   interval: string;
   count?: string;
   consistent?: boolean;
   json?: boolean;
+  prometheus?: string;
+  quiet?: boolean;
   vm?: string;
 }
+
+/** "[HOST:]PORT" -> host/port; loopback unless a host is given. IPv6 as [::1]:9464. */
+export function parseListen(v: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]:|([^:[\]]+):)?(\d{1,5})$/.exec(v.trim());
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) throw new CielError(`--prometheus wants [HOST:]PORT, e.g. 9464 or 127.0.0.1:9464 (got ${JSON.stringify(v)})`);
+  return { host: m[1] ?? m[2] ?? DEFAULT_HOST, port };
+}
+
+const HELP_AFTER = `
+Targets (exactly one):
+  --qemu SOCKET --memory FILE   a live QEMU/KVM guest (RAM shared through memory-backend-file,share=on)
+  --memory FILE                 a raw physical-memory file without QMP (page tables from the guest's VMCOREINFO)
+  --vmcore FILE                 one sample of an ELF dump (dump-guest-memory, virsh dump --memory-only), then exit;
+                                CR3 from the dump's QEMU CPU notes, kernel release from its VMCOREINFO unless -k
+  --xen DOMID                   a Xen HVM/PVH domain, from Dom0 (needs /dev/xen/privcmd, libxenforeignmemory, libxenctrl)
+  --config FILE                 several VMs from one JSON file; a VM that fails is reported on stderr and
+                                retried (backoff 1 s doubling to 30 s), the others go on:
+      {"vms": [{"name": "web1", "backend": "qemu", "qmp": "/run/web1.qmp", "memory": "/dev/shm/web1",
+                "kernel": "6.1.0-56-amd64", "disk": "/var/lib/vms/web1.qcow2", "interval": 1},
+               {"name": "db1", "backend": "xen", "domid": 3, "kernel": "6.1.0-56-amd64"}]}
+    backend: qemu (qmp + memory), raw (memory), vmcore (vmcore: sampled once), xen (domid);
+    interval in seconds (default 1); relative paths are relative to the file
+
+Output:
+  default      a table per VM (name, CPU %, memory, disk and network rates over the real time between samples),
+               redrawn in place on a terminal, printed as plain blocks when stdout is not a terminal
+  --json       one JSON sample per line instead (cumulative counters; name/image from --disk)
+  --prometheus [HOST:]PORT   also serve /metrics (default host 127.0.0.1; port 0 picks one, printed on stderr):
+               cAdvisor's container_* metrics with labels id, name, image, vm, and the monitor's own
+               ciel_sample_duration_seconds, ciel_sample_errors_total, ciel_tlb_hit_ratio
+  --quiet      nothing on stdout (with --prometheus)
+
+Errors go to stderr, prefixed by the VM name. Exit status: 0; 1 on bad options, when a single VM cannot
+be opened at start, or when every VM of a config gave up; 3 when --count was given and some round failed.
+`;
 
 export function registerMonitor(program: Command): void {
   program
     .command('monitor')
     .description(
-      "Read per-container CPU, memory, disk and network usage of a running VM from outside (no agent in the guest). " +
-        'Needs a build for the guest kernel (`ciel build --kernel RELEASE`).',
+      'Read per-container CPU, memory, disk and network usage of running VMs from outside (no agent in the guest). ' +
+        'Needs a build for each guest kernel (`ciel build --kernel RELEASE`).',
     )
-    .option('--qemu <socket>', 'QMP unix socket of the QEMU process (registers, pause/resume)')
-    .option('--memory <file>', "the guest's RAM file (QEMU -object memory-backend-file,share=on,mem-path=FILE)")
+    .option('--qemu <socket>', 'QMP unix socket of the QEMU process (registers, pause/resume); with --memory')
+    .option('--memory <file>', "the guest's RAM file (QEMU -object memory-backend-file,share=on,mem-path=FILE), or a raw memory dump")
+    .option('--vmcore <file>', 'ELF memory dump: print one sample and exit')
+    .option('--xen <domid>', 'Xen domain id (HVM/PVH guest; run in Dom0)')
+    .option('--config <file>', 'JSON file listing several VMs (format below)')
     .option('-k, --kernel <release>', 'guest kernel release the monitor was built for, e.g. 6.1.0-56-amd64')
-    .option('-i, --interval <time>', 'time between samples: 1s, 250ms, ...', '1s')
-    .option('-n, --count <n>', 'stop after N samples')
-    .option('--consistent', 'pause the vCPUs around each sample (QMP stop/cont) and report the pause time')
-    .option('--json', 'one JSON line per sample on stdout')
-    .option('--vm <name>', 'VM name to put in samples')
-    .action(async (o: MonitorCliOptions) => {
-      if (!o.qemu || !o.memory || !o.kernel) throw new CielError('monitor needs --qemu SOCKET --memory FILE --kernel RELEASE');
+    .option('--disk <image>', "the VM's disk image (raw or qcow2, read-only): container names and images from /var/lib/docker")
+    .option('-i, --interval <time>', 'time between samples: 1s, 250ms, ... (with --config: overrides every VM\'s "interval")', '1s')
+    .option('-n, --count <n>', 'stop after N sampling rounds per VM (failed rounds count too)')
+    .option('--consistent', 'pause the vCPUs around each sample (QMP stop/cont, xc_domain_pause) and report the pause time')
+    .option('--json', 'one JSON line per sample on stdout instead of the table')
+    .option('--prometheus <[host:]port>', `serve /metrics on HOST:PORT (default host ${DEFAULT_HOST}, conventional port ${DEFAULT_PORT})`)
+    .option('-q, --quiet', 'print no table or JSON (use with --prometheus)')
+    .option('--vm <name>', 'VM name for samples and metrics (single VM; default "vm")')
+    .addHelpText('after', HELP_AFTER)
+    .action(async (o: MonitorCliOptions, cmd: Command) => {
       const count = o.count === undefined ? undefined : Number(o.count);
       if (count !== undefined && !(Number.isInteger(count) && count > 0)) throw new CielError(`--count must be a positive integer, not '${o.count}'`);
+      const intervalGiven = cmd.getOptionValueSource('interval') === 'cli';
+      const intervalMs = parseInterval(o.interval);
+      const vms = targets(o, intervalMs, intervalGiven);
+      const single = !o.config;
+      const oneShot = vms.every((v) => v.backend === 'vmcore');
+      if (oneShot && o.prometheus) throw new CielError('--prometheus needs a live VM (--vmcore prints one sample and exits)');
+      if (o.quiet && o.json) throw new CielError('--quiet and --json contradict each other');
+
       const ac = new AbortController();
-      process.once('SIGINT', () => ac.abort());
-      process.once('SIGTERM', () => ac.abort());
-      let errors = 0;
-      await runQemuLoop(
-        { qmpSocket: o.qemu, memFile: o.memory, release: o.kernel, vm: o.vm },
-        {
-          intervalMs: parseInterval(o.interval),
-          count,
-          consistent: o.consistent,
-          signal: ac.signal,
-          onSample: (s) => process.stdout.write(o.json ? JSON.stringify(s) + '\n' : formatLines(s)),
-          onError: (e) => {
-            errors++;
-            process.stderr.write(`ciel monitor: sample failed: ${e.message}\n`);
+      const stop = () => ac.abort();
+      process.once('SIGINT', stop);
+      process.once('SIGTERM', stop);
+      // a reader that went away (`ciel monitor --json | head`) ends the monitor quietly
+      let stdoutGone = false;
+      const onStdoutError = (e: NodeJS.ErrnoException) => {
+        if (e.code !== 'EPIPE') throw e;
+        stdoutGone = true;
+        stop();
+      };
+      process.stdout.on('error', onStdoutError);
+
+      let exporter: PrometheusExporter | undefined;
+      if (o.prometheus) {
+        exporter = new PrometheusExporter(parseListen(o.prometheus));
+        // every VM's error counter exists from the start (at 0), so rate()/increase() see its first error
+        const errorsMetric = exporter.registry.getSingleMetric('ciel_sample_errors_total') as Counter<'vm'> | undefined;
+        for (const v of vms) errorsMetric?.inc({ vm: v.name }, 0);
+        const a = await exporter.listen();
+        process.stderr.write(`ciel monitor: metrics at ${a.url}\n`);
+      }
+      const tracker = new RateTracker();
+      const table = o.json || o.quiet || oneShot ? undefined : new LiveTable(process.stdout);
+      const say = (vm: string, m: string) => process.stderr.write(`ciel monitor: ${vm}: ${m}\n`);
+
+      let results;
+      try {
+        results = await runDaemon(
+          vms,
+          {
+            onSample: (s: DaemonSample, info) => {
+              // a truncated walk (cyclic list, limits) is incomplete data: count and report it
+              const truncated = (s as { truncated?: string[] }).truncated;
+              if (truncated?.length) {
+                exporter?.recordError(s.vm);
+                say(s.vm, `sample truncated (${truncated.join(', ')}): guest lists too long or cyclic`);
+              }
+              if (exporter) {
+                exporter.observe(s, info);
+                if (typeof s.tlb_hit_ratio === 'number') exporter.setTlbHitRatio(s.vm, s.tlb_hit_ratio);
+              }
+              if (stdoutGone) return;
+              if (o.json) process.stdout.write(JSON.stringify(s) + '\n');
+              else if (oneShot) process.stdout.write(formatLines(s));
+              else if (table) table.update(tracker.update(s));
+            },
+            onError: (vm: string, e: Error, kind: ErrorKind) => {
+              if (kind !== 'names') exporter?.recordError(vm);
+              say(vm, kind === 'names' ? `container names unavailable: ${e.message}` : kind === 'open' ? e.message : `sample failed: ${e.message}`);
+            },
+            onNote: (vm, m) => {
+              if (!single || process.stderr.isTTY) say(vm, m);
+            },
           },
-        },
-      );
-      if (errors > 0 && count !== undefined) process.exitCode = 3;
+          { count, signal: ac.signal, failFast: single },
+        );
+      } finally {
+        process.off('SIGINT', stop);
+        process.off('SIGTERM', stop);
+        await exporter?.close();
+      }
+      const fatal = results.filter((r) => r.fatal);
+      if (single && fatal.length) throw fatal[0].fatal instanceof CielError ? fatal[0].fatal : new CielError(fatal[0].fatal!.message);
+      for (const r of fatal) say(r.vm, `gave up: ${r.fatal!.message}`);
+      if (fatal.length === results.length) process.exitCode = 1;
+      else if (results.some((r) => r.errors > 0) && count !== undefined) process.exitCode = 3;
     });
 }
 
-function formatLines(s: Sample): string {
-  const head = `${s.time} ${s.kernel} ${s.containers.length} containers in ${s.sample_us} us${s.pause_us !== undefined ? ` (paused ${s.pause_us} us)` : ''}\n`;
+/** The VMs the options name. */
+function targets(o: MonitorCliOptions, intervalMs: number, intervalGiven: boolean): DaemonVm[] {
+  const given = [o.config && '--config', o.vmcore && '--vmcore', o.xen && '--xen', (o.qemu || o.memory) && (o.qemu ? '--qemu' : '--memory')].filter(Boolean);
+  if (given.length === 0) throw new CielError('monitor needs a target: --qemu SOCKET --memory FILE, --memory FILE, --vmcore FILE, --xen DOMID or --config FILE (see --help)');
+  if (given.length > 1) throw new CielError(`give one target, not ${given.join(' and ')}`);
+  if (o.config) {
+    for (const [flag, v] of [['--kernel', o.kernel], ['--disk', o.disk], ['--vm', o.vm]] as const)
+      if (v !== undefined) throw new CielError(`${flag} does not go with --config (set it per VM in the file)`);
+    return loadConfig(o.config).vms.map((v) => ({
+      name: v.name,
+      backend: v.backend,
+      kernel: v.kernel,
+      qmp: v.qmp,
+      memory: v.memory,
+      vmcore: v.vmcore,
+      domid: v.domid,
+      disk: v.disk,
+      intervalMs: intervalGiven ? intervalMs : v.interval * 1000,
+      // only live backends can pause; a dump or a raw file is sampled as it is
+      consistent: o.consistent && (v.backend === 'qemu' || v.backend === 'xen'),
+    }));
+  }
+  const name = o.vm ?? 'vm';
+  const base = { name, kernel: o.kernel, disk: o.disk, intervalMs, consistent: o.consistent };
+  const needKernel = () => {
+    if (!o.kernel) throw new CielError('give the guest kernel release: --kernel RELEASE (e.g. 6.1.0-56-amd64)');
+  };
+  if (o.vmcore) {
+    if (o.consistent) throw new CielError('--consistent makes no sense for a dump (it is already still)');
+    return [{ ...base, backend: 'vmcore', vmcore: o.vmcore }];
+  }
+  if (o.xen) {
+    const domid = Number(o.xen);
+    if (!/^\d+$/.test(o.xen) || domid < 1 || domid > 0x7fef) throw new CielError(`--xen wants a guest domain id 1..32751, not '${o.xen}'`);
+    needKernel();
+    return [{ ...base, backend: 'xen', domid }];
+  }
+  needKernel();
+  if (o.qemu) {
+    if (!o.memory) throw new CielError('--qemu needs --memory FILE too (the guest RAM file)');
+    return [{ ...base, backend: 'qemu', qmp: o.qemu, memory: o.memory }];
+  }
+  if (o.consistent) throw new CielError('--consistent needs --qemu (a memory file alone cannot pause the guest)');
+  return [{ ...base, backend: 'raw', memory: o.memory }];
+}
+
+/** Cumulative counters of one sample as plain lines (the one-shot --vmcore output). */
+export function formatLines(s: DaemonSample): string {
+  const head = `${s.vm} ${s.time} kernel ${s.kernel}: ${s.containers.length} container(s), sampled in ${s.sample_us} us${s.pause_us !== undefined ? ` (paused ${s.pause_us} us)` : ''}\n`;
   return (
     head +
     s.containers
       .map(
         (c) =>
-          `  ${c.id.slice(0, 12)} cpu ${(c.cpu_usage_ns / 1e9).toFixed(3)}s mem ${c.memory_usage_bytes} io r/w ${c.io_read_bytes}/${c.io_write_bytes} net rx/tx ${c.net_rx_bytes}/${c.net_tx_bytes} pids ${c.pids}\n`,
+          `  ${(c.name ?? c.id.slice(0, 12)).padEnd(16)} ${c.id.slice(0, 12)}${c.image ? ` ${c.image}` : ''}  cpu ${(c.cpu_usage_ns / 1e9).toFixed(3)} s  mem ${c.memory_usage_bytes} B  io r/w ${c.io_read_bytes}/${c.io_write_bytes} B  net rx/tx ${c.net_rx_bytes}/${c.net_tx_bytes} B  pids ${c.pids}\n`,
       )
       .join('')
   );

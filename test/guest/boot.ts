@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ToolError } from '../../runtime/errors.ts';
-import { buildGuest, type GuestImage } from './build.ts';
+import { buildGuest, makeDockerDisk, type GuestImage } from './build.ts';
 import { TruthChannel, type Truth } from './truth.ts';
 
 export type GuestMode = 'cgroup2' | 'cgroup1';
@@ -30,6 +30,8 @@ export interface BootOptions {
   log?: (line: string) => void;
   /** start none of the standard containers (benchmarks create their own through sh()) */
   bare?: boolean;
+  /** attach a second, read-only virtio disk: an ext4 image with Docker's config.v2.json of each standard container (build.ts makeDockerDisk) */
+  dockerDisk?: boolean;
 }
 
 export interface Guest {
@@ -47,6 +49,8 @@ export interface Guest {
   consoleLog: string;
   runDir: string;
   image: GuestImage;
+  /** the Docker disk image on the host (with dockerDisk) */
+  dockerDisk?: string;
   /** ms from spawning QEMU to the CIEL-READY line */
   bootMs: number;
   /** ms from spawning QEMU to the first console output */
@@ -101,6 +105,8 @@ export async function bootGuest(opts: BootOptions = {}): Promise<Guest> {
   const disk = join(runDir, 'disk.raw');
   writeFileSync(disk, '');
   truncateSync(disk, 128 * 1024 * 1024); // sparse; the disk container uses the first 64 MiB
+  const dockerDisk = opts.dockerDisk ? join(runDir, 'docker.ext4') : undefined;
+  if (dockerDisk) makeDockerDisk(dockerDisk);
 
   const append = [
     'console=ttyS0',
@@ -129,6 +135,8 @@ export async function bootGuest(opts: BootOptions = {}): Promise<Guest> {
     '-qmp', `unix:${qmpSocket},server=on,wait=off`,
     '-device', 'vmcoreinfo',
     '-drive', `file=${disk},format=raw,if=virtio,cache=writeback`,
+    // second virtio disk (vdb, after vda in PCI order), read-only: the guest cannot change what the host reads
+    ...(dockerDisk ? ['-drive', `file=${dockerDisk},format=raw,if=virtio,readonly=on`] : []),
   ];
   say(`starting qemu-system-x86_64 (${mode}, kaslr ${kaslr ? 'on' : 'off'}, ${memMiB} MiB, ${smp} vCPUs, initrd ${image.key})`);
   let child: ChildProcess;
@@ -261,6 +269,7 @@ export async function bootGuest(opts: BootOptions = {}): Promise<Guest> {
     consoleLog,
     runDir,
     image,
+    ...(dockerDisk ? { dockerDisk } : {}),
     bootMs,
     firstOutputMs,
     truth: (timeoutMs?: number) => {

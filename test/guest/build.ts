@@ -2,13 +2,14 @@
 // initramfs (cpio newc written here) with busybox-static, iproute2's `ip` (busybox's cannot make veths) with
 // its shared libraries, the kernel modules the guest needs with their dependencies, and the init scripts.
 import { createHash } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execFileSync } from 'node:child_process';
 import { cacheDir } from '../../runtime/cache.ts';
 import { ToolError } from '../../runtime/errors.ts';
-import { GUEST_CONTAINERS } from './containers.ts';
+import { GUEST_CONTAINERS, type Role } from './containers.ts';
 
 export const KERNEL_RELEASE = '6.1.0-56-amd64';
 const IMAGE_PKG = `linux-image-${KERNEL_RELEASE}-unsigned`;
@@ -259,6 +260,41 @@ export function buildGuest(log: (m: string) => void = () => {}): GuestImage {
   writeFileSync(tmp, cpioNewc(entries));
   renameSync(tmp, initrd);
   return { kernel, initrd, key, modules, built: true };
+}
+
+// ---------- the Docker disk ----------
+
+/** What Docker's config.v2.json says about each standard container on the guest's second disk. */
+export const DOCKER_DISK_INFO: Readonly<Record<Role, { name: string; image: string }>> = {
+  burner: { name: 'web', image: 'nginx:1.25-alpine' },
+  memfill: { name: 'cache', image: 'redis:7.2' },
+  disk: { name: 'db', image: 'postgres:16-alpine' },
+  net: { name: 'frontend', image: 'haproxy:2.8' },
+  netpeer: { name: 'backend', image: 'httpd:2.4' },
+  idle: { name: 'sidecar', image: 'busybox:1.36' },
+};
+
+/**
+ * An ext4 image (made on the host with mkfs.ext4 -d, nothing mounted) holding
+ * /var/lib/docker/containers/<id>/config.v2.json for the standard containers, plus one stopped
+ * container that runs nowhere. The guest gets it as a read-only virtio disk; Ciel reads it from the host.
+ */
+export function makeDockerDisk(out: string, sizeMiB = 16): void {
+  const root = mkdtempSync(join(tmpdir(), 'ciel-docker-root-'));
+  try {
+    const write = (id: string, name: string, image: string, running: boolean) => {
+      const d = join(root, 'var/lib/docker/containers', id);
+      mkdirSync(d, { recursive: true });
+      const cfg = { ID: id, Name: `/${name}`, Created: '2026-11-22T08:00:00Z', Config: { Image: image, Hostname: id.slice(0, 12) }, State: { Running: running } };
+      writeFileSync(join(d, 'config.v2.json'), JSON.stringify(cfg));
+      writeFileSync(join(d, 'hostconfig.json'), '{}');
+    };
+    for (const c of GUEST_CONTAINERS) write(c.id, DOCKER_DISK_INFO[c.name].name, DOCKER_DISK_INFO[c.name].image, true);
+    write('5'.repeat(64), 'stopped-job', 'alpine:3.19', false);
+    run('mkfs.ext4', ['-q', '-F', '-d', root, '-L', 'docker', out, `${sizeMiB}M`]);
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
 }
 
 // `tsx test/guest/build.ts` builds (or finds) the guest and prints where it is.
