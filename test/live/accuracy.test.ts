@@ -81,6 +81,9 @@ describe.each(['cgroup2', 'cgroup1'] as const)('outside reads agree with the gue
             expect(o, what).toBeGreaterThanOrEqual(b);
             expect(o, what).toBeLessThanOrEqual(a + slack);
           }
+          // equal readings prove a counter did not move, but not a level: the disk container starts a
+          // dd every second, so its memory can dip and come back between the two readings
+          if (a === b && tb.name === 'disk' && !MONOTONIC.has(m)) continue;
           if (a === b) {
             // the counter did not move: the outside value must be exactly the guest's
             if (slack) expect(Math.floor(o / 1000) * 1000, what).toBe(b);
