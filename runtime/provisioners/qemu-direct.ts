@@ -5,9 +5,22 @@
 //
 // Guest RAM is a shared file (memory-backend-file,share=on) in /dev/shm by default, so the monitor can
 // read it while the VM runs (file offset = guest-physical address for guests <= 3583 MiB on `pc`).
+//
+// Every VM gets a second UART (ttyS1) backed by a unix socket: the control channel. The test guest
+// (guest.ts) and the LB VM run a command loop there; `exec(vm, script)` runs a shell script in the guest
+// (GuestChannel below is the host side).
+//
+// Warm start (Kaleidoscope's lesson, paper 002: restoring a booted VM's memory beats booting): a booted
+// minimal VM (the guest's `ciel.warm=1` mode: modules loaded, NIC up, no identity) is saved once with
+// QEMU's `migrate "exec:cat > FILE"` (QEMU 7.2 has no `file:` migration URI; it came with 8.2), and each
+// new VM is a fresh QEMU started with `-incoming "exec:cat FILE"` on its own overlay disk, then its
+// identity is fixed up over the control channel: MAC (the e1000's MAC comes back from the snapshot),
+// address, VIP, and the container(s) it runs.
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { connect, type Socket } from 'node:net';
+import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { cacheDir } from '../cache.ts';
 import { ToolError } from '../errors.ts';
@@ -39,12 +52,29 @@ export interface QemuDirectOptions {
    * swapped); without it vmStats reports 0 (QMP has no NIC counters).
    */
   netStats?: (vm: Vm) => Promise<{ rx_bytes: number; tx_bytes: number }>;
+  /**
+   * Called by acquire() with the VM's disk offline, before it boots (a fresh clone, or a stopped pooled
+   * VM re-specced for another container): e.g. disk-edit.ts selectContainers(vm.disk, ...) so that only
+   * the needed container starts. Its time counts into clone_ms.
+   */
+  beforeBoot?: (vm: Vm) => Promise<void>;
+  /**
+   * Warm start in acquire(): when no paused pooled VM fits, a new VM is restored from this saved image
+   * (warmStart, ~1 s) rather than booted from a stopped pooled VM or a fresh clone (~10 s under TCG).
+   * identity(spec) gives its address/containers; undefined for a spec means: boot it cold.
+   */
+  warm?: { image: WarmImage; identity: (spec: VmSpec) => WarmIdentity | undefined };
 }
 
 interface Rec {
   vm: Vm;
   mac: string;
   qmpPath: string;
+  /** unix socket of the control channel (ttyS1) */
+  ctlPath: string;
+  channel?: GuestChannel;
+  /** warm start: the next start() restores this saved memory image instead of booting */
+  incoming?: string;
   child?: ChildProcess;
   exited?: Promise<void>;
   qmp?: QmpClient;
@@ -87,7 +117,13 @@ export class QemuDirectProvisioner implements Provisioner {
     rmSync(disk, { force: true });
     await cloneDisk(this.o.template, disk, spec.disk);
     const vm: Vm = { name: spec.name, spec: { ...spec }, state: 'defined', disk, serialLog: join(this.dir, `${spec.name}.serial.log`) };
-    this.recs.set(spec.name, { vm, mac: newMac(), qmpPath: join(this.dir, `${spec.name}.qmp`), stderr: '' });
+    this.recs.set(spec.name, {
+      vm,
+      mac: newMac(),
+      qmpPath: join(this.dir, `${spec.name}.qmp`),
+      ctlPath: join(this.dir, `${spec.name}.ctl`),
+      stderr: '',
+    });
     return { vm, clone_ms: performance.now() - t0 };
   }
 
@@ -113,7 +149,10 @@ export class QemuDirectProvisioner implements Provisioner {
       '-serial', `file:${vm.serialLog}`,
       '-drive', `file=${vm.disk},format=qcow2,if=virtio,cache=unsafe`,
       '-qmp', `unix:${r.qmpPath},server=on,wait=off`,
+      '-chardev', `socket,id=ctl0,path=${r.ctlPath},server=on,wait=off`,
+      '-device', 'isa-serial,chardev=ctl0',
     ];
+    if (r.incoming) a.push('-incoming', `exec:cat '${r.incoming.replace(/'/g, `'\\''`)}'`);
     const ramDir = this.o.ramDir === undefined ? '/dev/shm' : this.o.ramDir;
     if (ramDir) {
       vm.ramFile = join(ramDir, `ciel-${vm.name}.ram`);
@@ -138,6 +177,7 @@ export class QemuDirectProvisioner implements Provisioner {
     if (vm.state === 'destroyed') throw new Error(`VM ${vm.name} was destroyed`);
     rmSync(vm.serialLog, { force: true });
     rmSync(r.qmpPath, { force: true });
+    rmSync(r.ctlPath, { force: true });
     const qemu = this.o.qemu ?? 'qemu-system-x86_64';
     const [cmd, ...pre] = [...(this.o.wrapper ?? []), qemu];
     const child = spawn(cmd!, [...pre, ...this.args(r)], { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -166,7 +206,8 @@ export class QemuDirectProvisioner implements Provisioner {
     const alive = () => child.exitCode === null && child.signalCode === null;
     try {
       r.qmp = await Promise.race([this.connectQmp(r, alive), spawnErr]);
-      const ready = readyLine(vm.spec);
+      const ready = r.incoming ? null : readyLine(vm.spec);
+      if (r.incoming) await Promise.race([this.waitIncoming(r, alive), spawnErr]);
       if (ready !== null) {
         await Promise.race([waitForText(vm.serialLog, ready, { timeoutMs: this.o.bootTimeoutMs ?? 90_000, alive }), spawnErr]);
       }
@@ -176,6 +217,21 @@ export class QemuDirectProvisioner implements Provisioner {
       throw new ToolError(qemu, msg);
     }
     return { boot_ms: performance.now() - t0 };
+  }
+
+  /** Restoring: wait until the incoming migration has completed and the guest runs again. */
+  private async waitIncoming(r: Rec, alive: () => boolean): Promise<void> {
+    const deadline = performance.now() + (this.o.bootTimeoutMs ?? 90_000);
+    for (;;) {
+      const st = await r.qmp!.queryStatus();
+      if (st.running) return;
+      if (st.status !== 'inmigrate' && st.status !== 'prelaunch' && st.status !== 'restore-vm') {
+        throw new Error(`restore from ${r.incoming} ended in state ${st.status}`);
+      }
+      if (!alive()) throw new Error('QEMU exited while restoring');
+      if (performance.now() > deadline) throw new Error(`restore from ${r.incoming} did not finish in time`);
+      await sleep(10);
+    }
   }
 
   private async connectQmp(r: Rec, alive: () => boolean): Promise<QmpClient> {
@@ -211,10 +267,13 @@ export class QemuDirectProvisioner implements Provisioner {
     }
     r.qmp?.close();
     r.qmp = undefined;
+    r.channel?.close();
+    r.channel = undefined;
     r.child = undefined;
     r.vm.pid = undefined;
     if (r.vm.ramFile) rmSync(r.vm.ramFile, { force: true });
     rmSync(r.qmpPath, { force: true });
+    rmSync(r.ctlPath, { force: true });
   }
 
   async stop(vm: Vm): Promise<void> {
@@ -234,18 +293,35 @@ export class QemuDirectProvisioner implements Provisioner {
     this.pool = this.pool.filter((v) => v !== vm);
   }
 
-  async acquire(spec: VmSpec): Promise<Acquired> {
+  async acquire(spec: VmSpec): Promise<Acquired & { warm?: boolean }> {
     const p = pickFromPool(this.pool, spec);
+    const id = this.o.warm && (!p || p.state !== 'paused') ? this.o.warm.identity(spec) : undefined;
+    if (id && this.o.warm) {
+      const { restore_ms: _r, fixup_ms: _f, ...a } = await this.warmStart(spec, this.o.warm.image, id);
+      return { ...a, warm: true };
+    }
     if (p) {
       this.pool = this.pool.filter((v) => v !== p);
       const reuse = p.state === 'paused' ? 'resume' : 'boot';
       // a stopped VM boots with the new container's cmdline and size; its name and disk stay
-      if (reuse === 'boot') p.spec = { ...spec, name: p.name };
+      let clone_ms = 0;
+      if (reuse === 'boot') {
+        p.spec = { ...spec, name: p.name };
+        if (this.o.beforeBoot) {
+          const t0 = performance.now();
+          await this.o.beforeBoot(p);
+          clone_ms = performance.now() - t0;
+        }
+      }
       const { boot_ms } = await this.start(p);
-      return { vm: p, pooled: true, reuse, clone_ms: 0, boot_ms };
+      return { vm: p, pooled: true, reuse, clone_ms, boot_ms };
     }
-    const { vm, clone_ms } = await this.cloneFromTemplate(spec);
+    const made = await this.cloneFromTemplate(spec);
+    const vm = made.vm;
     try {
+      const t0 = performance.now();
+      await this.o.beforeBoot?.(vm);
+      const clone_ms = made.clone_ms + (performance.now() - t0);
       const { boot_ms } = await this.start(vm);
       return { vm, pooled: false, clone_ms, boot_ms };
     } catch (err) {
@@ -312,5 +388,242 @@ export class QemuDirectProvisioner implements Provisioner {
   async close(): Promise<void> {
     for (const r of [...this.recs.values()]) await this.destroy(r.vm);
     this.pool = [];
+  }
+
+  /** The MAC the provisioner gave the VM's NIC (extraArgs' `mac`). */
+  macOf(vm: Vm): string {
+    return this.rec(vm).mac;
+  }
+
+  /** The control channel of a running VM (connected on first use; waits for the guest's loop). */
+  async channel(vm: Vm, timeoutMs = 30_000): Promise<GuestChannel> {
+    const r = this.rec(vm);
+    if (!r.child || vm.state !== 'running') throw new Error(`VM ${vm.name} is not running`);
+    if (r.channel && !r.channel.closed) return r.channel;
+    const ch = await GuestChannel.connect(r.ctlPath, timeoutMs);
+    await ch.waitReady(timeoutMs);
+    r.channel = ch;
+    return ch;
+  }
+
+  /** Run a shell script inside the guest over the control channel. */
+  async exec(vm: Vm, script: string, timeoutMs = 30_000): Promise<ExecResult> {
+    return (await this.channel(vm, timeoutMs)).exec(script, timeoutMs);
+  }
+
+  /**
+   * Save a running VM's memory and device state to `file` (QEMU `migrate "exec:cat > FILE"`). The VM is
+   * left paused (QEMU's `postmigrate`); destroy it or resume it with start(). Returns the image to
+   * restore clones from.
+   */
+  async saveWarmImage(vm: Vm, file: string, timeoutMs = 120_000): Promise<{ image: WarmImage; save_ms: number; bytes: number }> {
+    const r = this.rec(vm);
+    if (!r.qmp || vm.state !== 'running') throw new Error(`VM ${vm.name} is not running`);
+    r.channel?.close(); // the channel's socket is device state that is not migrated; reconnect after
+    r.channel = undefined;
+    rmSync(file, { force: true });
+    const t0 = performance.now();
+    await r.qmp.execute('migrate', { uri: `exec:cat > '${file.replace(/'/g, `'\\''`)}'` });
+    const deadline = t0 + timeoutMs;
+    for (;;) {
+      const m = await r.qmp.execute<{ status?: string; 'error-desc'?: string }>('query-migrate');
+      if (m.status === 'completed') break;
+      if (m.status === 'failed' || m.status === 'cancelled') throw new ToolError('qemu', `migrate to ${file}: ${m.status} ${m['error-desc'] ?? ''}`);
+      if (performance.now() > deadline) throw new ToolError('qemu', `migrate to ${file} did not complete within ${timeoutMs} ms`);
+      await sleep(20);
+    }
+    vm.state = 'paused';
+    const save_ms = performance.now() - t0;
+    return { image: { file, spec: { ...vm.spec } }, save_ms, bytes: statSync(file).size };
+  }
+
+  /**
+   * Make a warm image: boot `spec` (a warm-mode guest, e.g. the test guest's cmdline with `warm: true`
+   * and ready `CIEL-WARM-READY`), save its memory to `file`, destroy the VM.
+   */
+  async prepareWarmImage(spec: VmSpec, file: string): Promise<{ image: WarmImage; boot_ms: number; save_ms: number; bytes: number }> {
+    const { vm, clone_ms } = await this.cloneFromTemplate(spec);
+    try {
+      const { boot_ms } = await this.start(vm);
+      const saved = await this.saveWarmImage(vm, file);
+      return { ...saved, boot_ms: boot_ms + clone_ms };
+    } finally {
+      await this.destroy(vm);
+    }
+  }
+
+  /**
+   * A new VM restored from a warm image, its identity fixed up over the control channel: a new MAC (this
+   * VM's own), `identity.ip`/`vip` on eth0/lo, and the containers started (the first one serves HTTP
+   * when it has an address). `CIEL-READY <container>` is then written to its console like a booted
+   * guest's. boot_ms covers restore + fix-up (restore_ms and fixup_ms split it).
+   */
+  async warmStart(spec: VmSpec, image: WarmImage, identity: WarmIdentity = {}): Promise<Acquired & { restore_ms: number; fixup_ms: number }> {
+    const s = image.spec;
+    // the machine must match the saved one; name, disk strategy and container are the new VM's
+    const { vm, clone_ms } = await this.cloneFromTemplate({
+      ...spec,
+      vcpus: s.vcpus,
+      memMiB: s.memMiB,
+      kernel: s.kernel,
+      initrd: s.initrd,
+      cmdline: s.cmdline,
+      ready: null,
+    });
+    const r = this.rec(vm);
+    r.incoming = image.file;
+    try {
+      const t0 = performance.now();
+      await this.start(vm);
+      const restore_ms = performance.now() - t0;
+      r.incoming = undefined;
+      const containers = identity.containers ?? [spec.container];
+      const q = (x: string) => `'${x.replace(/'/g, `'\\''`)}'`;
+      const lines = [`ciel-net -m ${q(r.mac)} ${q(identity.ip ?? '')} ${q(identity.vip ?? '')}`];
+      containers.forEach((c, i) => {
+        lines.push(i === 0 ? `ciel-start ${q(c)} ${identity.load ?? 0} ${identity.ip ? 'http' : ''}` : `ciel-start ${q(c)} 0`);
+      });
+      lines.push(`echo "CIEL-CONTAINERS ${containers.join(' ')}" > /dev/ttyS0`);
+      for (const c of containers) lines.push(`echo "CIEL-READY ${c}" > /dev/ttyS0`);
+      const res = await this.exec(vm, lines.join('\n'), this.o.bootTimeoutMs ?? 90_000);
+      if (res.rc !== 0) throw new Error(`identity fix-up of ${vm.name} failed (rc ${res.rc}): ${res.out}`);
+      const boot_ms = performance.now() - t0;
+      vm.spec = { ...vm.spec, ready: spec.ready };
+      return { vm, pooled: false, clone_ms, boot_ms, restore_ms, fixup_ms: boot_ms - restore_ms };
+    } catch (err) {
+      await this.destroy(vm);
+      throw err;
+    }
+  }
+}
+
+/** A saved memory image of a booted minimal VM (saveWarmImage). */
+export interface WarmImage {
+  file: string;
+  /** the saved VM's spec: clones must use the same vCPUs, memory, kernel, initrd and cmdline */
+  spec: VmSpec;
+}
+
+export interface WarmIdentity {
+  /** CIDR for eth0 */
+  ip?: string;
+  /** direct-routing VIP (on lo, ARP-silent) */
+  vip?: string;
+  /** containers to start; default [spec.container] */
+  containers?: string[];
+  load?: number;
+}
+
+export interface ExecResult {
+  out: string;
+  rc: number;
+}
+
+/**
+ * Host side of the guest's control loop on its second UART (guest.ts CTL_SCRIPT): sends
+ * `<id> <base64 script>` lines, reads `@@B <id>`, the output, `@@E <id> <rc>`. Commands run one at a
+ * time. The UART drops what arrives before the guest's loop opens it: waitReady() pings until it answers.
+ */
+export class GuestChannel {
+  private buf = '';
+  private gone: string | null = null;
+  private queue: Promise<unknown> = Promise.resolve();
+  private waiters = new Set<() => void>();
+
+  private constructor(private readonly sock: Socket, readonly path: string) {
+    sock.setEncoding('latin1');
+    sock.on('data', (d: string) => {
+      this.buf = (this.buf + d).slice(-1024 * 1024);
+      for (const w of [...this.waiters]) w();
+    });
+    const fail = (why: string) => {
+      if (this.gone) return;
+      this.gone = why;
+      for (const w of [...this.waiters]) w();
+    };
+    sock.on('error', (e) => fail(e.message));
+    sock.on('close', () => fail('channel closed'));
+  }
+
+  static async connect(path: string, timeoutMs = 10_000): Promise<GuestChannel> {
+    const deadline = performance.now() + timeoutMs;
+    for (;;) {
+      try {
+        const sock = await new Promise<Socket>((res, rej) => {
+          const s = connect(path);
+          s.once('connect', () => res(s));
+          s.once('error', rej);
+        });
+        return new GuestChannel(sock, path);
+      } catch (err) {
+        if (performance.now() > deadline) throw new ToolError('qemu', `control channel ${path}: ${(err as Error).message}`);
+        await sleep(20);
+      }
+    }
+  }
+
+  get closed(): boolean {
+    return this.gone !== null;
+  }
+
+  close(): void {
+    this.gone ??= 'closed';
+    this.sock.destroy();
+  }
+
+  /** Wait for `re` in the buffer; returns the match (the buffer is consumed up to its end). */
+  private waitFor(re: RegExp, timeoutMs: number): Promise<RegExpExecArray | null> {
+    return new Promise((resolve, reject) => {
+      const check = () => {
+        const m = re.exec(this.buf);
+        if (m) {
+          done();
+          this.buf = this.buf.slice(m.index + m[0].length);
+          resolve(m);
+        } else if (this.gone) {
+          done();
+          reject(new ToolError('qemu', `control channel ${this.path}: ${this.gone}`));
+        }
+      };
+      const timer = setTimeout(() => {
+        done();
+        resolve(null);
+      }, timeoutMs);
+      const done = () => {
+        clearTimeout(timer);
+        this.waiters.delete(check);
+      };
+      this.waiters.add(check);
+      check();
+    });
+  }
+
+  private send(id: string, script: string): void {
+    this.sock.write(`${id} ${Buffer.from(script).toString('base64')}\n`);
+  }
+
+  /** Ping (`true`) every `everyMs` until the guest's loop answers. */
+  async waitReady(timeoutMs = 30_000, everyMs = 500): Promise<void> {
+    const deadline = performance.now() + timeoutMs;
+    for (;;) {
+      const id = randomBytes(6).toString('hex');
+      this.send(id, 'true');
+      if (await this.waitFor(new RegExp(`@@E ${id} \\d+\\n`), everyMs)) return;
+      if (performance.now() > deadline) throw new ToolError('qemu', `control channel ${this.path}: the guest did not answer within ${timeoutMs} ms`);
+    }
+  }
+
+  /** Run a shell script in the guest; output (stdout+stderr) and exit code. */
+  exec(script: string, timeoutMs = 30_000): Promise<ExecResult> {
+    const run = async (): Promise<ExecResult> => {
+      const id = randomBytes(6).toString('hex');
+      this.send(id, script);
+      const m = await this.waitFor(new RegExp(`@@B ${id}\\n([\\s\\S]*?)@@E ${id} (\\d+)\\n`), timeoutMs);
+      if (!m) throw new ToolError('qemu', `control channel ${this.path}: no answer within ${timeoutMs} ms to ${JSON.stringify(script.slice(0, 80))}`);
+      return { out: m[1]!, rc: Number(m[2]) };
+    };
+    const p = this.queue.then(run, run);
+    this.queue = p.catch(() => {});
+    return p;
   }
 }

@@ -1,0 +1,161 @@
+// Building blocks for the small Linux guests Ciel boots itself (test guests, the load-balancer VM, the
+// minimal per-container VMs): Debian's kernel image package, kernel-module dependency resolution, and a
+// cpio "newc" writer for initramfs images.
+import { execFileSync } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { cacheDir } from './cache.ts';
+import { ToolError } from './errors.ts';
+
+export const KERNEL_RELEASE = '6.1.0-56-amd64';
+const IMAGE_PKG = `linux-image-${KERNEL_RELEASE}-unsigned`;
+
+export interface GuestKernel {
+  release: string;
+  vmlinuz: string;
+  /** extracted image package root (boot/, lib/modules/<release>/) */
+  root: string;
+  modulesDir: string;
+}
+
+/** Run a tool synchronously; failures become ToolError with its stderr. */
+export function run(tool: string, args: string[], opts: { cwd?: string } = {}): string {
+  try {
+    return execFileSync(tool, args, { cwd: opts.cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  } catch (e) {
+    const err = e as { stderr?: string; message: string };
+    throw new ToolError(tool, `${args.join(' ')}: ${(err.stderr || err.message).trim()}`);
+  }
+}
+
+/** The image .deb in cacheDir('debs'), fetched with `apt-get download` when missing. */
+export function ensureImageDeb(log: (m: string) => void = () => {}): string {
+  const debs = cacheDir('debs');
+  const find = () => readdirSync(debs).find((f) => f.startsWith(`${IMAGE_PKG}_`) && f.endsWith('.deb'));
+  let f = find();
+  if (!f) {
+    log(`fetching ${IMAGE_PKG} with apt-get download into ${debs}`);
+    try {
+      run('apt-get', ['download', IMAGE_PKG], { cwd: debs });
+    } catch {
+      // a fresh machine may have no package lists yet
+      log('apt-get download failed; running apt-get update and retrying');
+      run('apt-get', ['update', '-qq']);
+      run('apt-get', ['download', IMAGE_PKG], { cwd: debs });
+    }
+    f = find();
+    if (!f) throw new ToolError('apt-get', `download of ${IMAGE_PKG} left no .deb in ${debs}`);
+  }
+  return join(debs, f);
+}
+
+/** The guest kernel, extracted from the image package into cacheDir('kernels', release) once. */
+export function ensureKernel(log: (m: string) => void = () => {}): GuestKernel {
+  const root = cacheDir('kernels', KERNEL_RELEASE);
+  const vmlinuz = join(root, 'boot', `vmlinuz-${KERNEL_RELEASE}`);
+  const modulesDir = join(root, 'lib', 'modules', KERNEL_RELEASE);
+  const stamp = join(root, '.extracted');
+  if (!existsSync(stamp) || !existsSync(vmlinuz)) {
+    const deb = ensureImageDeb(log);
+    log(`extracting ${deb} into ${root}`);
+    // extract beside, then move into place: a concurrent builder never sees a half-extracted tree
+    const tmp = `${root}.tmp-${process.pid}`;
+    rmSync(tmp, { recursive: true, force: true });
+    run('dpkg-deb', ['-x', deb, tmp]);
+    for (const e of readdirSync(tmp)) {
+      if (!existsSync(join(root, e))) renameSync(join(tmp, e), join(root, e));
+    }
+    rmSync(tmp, { recursive: true, force: true });
+    writeFileSync(stamp, `${deb}\n`);
+  }
+  return { release: KERNEL_RELEASE, vmlinuz, root, modulesDir };
+}
+
+// ---------- kernel modules ----------
+
+function indexModules(modulesDir: string): Map<string, string> {
+  const map = new Map<string, string>();
+  const walk = (d: string) => {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      const p = join(d, e.name);
+      if (e.isDirectory()) walk(p);
+      else if (e.name.endsWith('.ko')) map.set(e.name.slice(0, -3).replace(/-/g, '_'), p);
+    }
+  };
+  walk(join(modulesDir, 'kernel'));
+  return map;
+}
+
+/** `depends=` from the .modinfo strings of a .ko (NUL-separated key=value strings). */
+export function moduleDepends(ko: Buffer): string[] {
+  const key = Buffer.from('\0depends=');
+  const i = ko.indexOf(key);
+  if (i < 0) return [];
+  const start = i + key.length;
+  const end = ko.indexOf(0, start);
+  const v = ko.subarray(start, end).toString('latin1');
+  return v ? v.split(',').map((s) => s.trim().replace(/-/g, '_')).filter(Boolean) : [];
+}
+
+/** Modules with all their dependencies, dependencies first. Returns paths relative to modulesDir. */
+export function resolveModules(modulesDir: string, wanted: string[]): string[] {
+  const index = indexModules(modulesDir);
+  const order: string[] = [];
+  const state = new Map<string, 'visiting' | 'done'>();
+  const visit = (name: string, chain: string[]) => {
+    const st = state.get(name);
+    if (st === 'done') return;
+    if (st === 'visiting') throw new Error(`module dependency cycle: ${[...chain, name].join(' -> ')}`);
+    const p = index.get(name);
+    if (!p) throw new ToolError('modules', `module ${name} not found under ${modulesDir} (needed by ${chain.join(' -> ') || 'guest'})`);
+    state.set(name, 'visiting');
+    for (const d of moduleDepends(readFileSync(p))) visit(d, [...chain, name]);
+    state.set(name, 'done');
+    order.push(p.slice(modulesDir.length + 1));
+  };
+  for (const w of wanted) visit(w.replace(/-/g, '_'), []);
+  return order;
+}
+
+// ---------- cpio newc ----------
+
+export interface CpioEntry {
+  name: string; // no leading slash
+  mode: number; // full st_mode
+  data?: Buffer;
+  rdev?: [number, number];
+}
+
+const S_IFDIR = 0o040000, S_IFREG = 0o100000, S_IFLNK = 0o120000, S_IFCHR = 0o020000;
+
+/** Write a cpio "newc" archive (what the kernel's initramfs unpacker reads). */
+export function cpioNewc(entries: CpioEntry[]): Buffer {
+  const parts: Buffer[] = [];
+  let off = 0;
+  const push = (b: Buffer) => {
+    parts.push(b);
+    off += b.length;
+  };
+  const pad = () => {
+    const r = off % 4;
+    if (r) push(Buffer.alloc(4 - r));
+  };
+  const hex = (v: number) => v.toString(16).padStart(8, '0');
+  let ino = 1;
+  const one = (e: CpioEntry) => {
+    const name = Buffer.from(`${e.name}\0`, 'utf8');
+    const data = e.data ?? Buffer.alloc(0);
+    const fields = [
+      ino++, e.mode, 0, 0, (e.mode & S_IFDIR) === S_IFDIR ? 2 : 1, 0, data.length,
+      0, 0, e.rdev?.[0] ?? 0, e.rdev?.[1] ?? 0, name.length, 0,
+    ];
+    push(Buffer.from(`070701${fields.map(hex).join('')}`, 'ascii'));
+    push(name);
+    pad();
+    push(data);
+    pad();
+  };
+  for (const e of entries) one(e);
+  one({ name: 'TRAILER!!!', mode: 0 });
+  return Buffer.concat(parts);
+}
