@@ -7,7 +7,7 @@
 // process spawn but needs hand-written koffi bindings for virTypedParameter arrays
 // (virConnectGetAllDomainStats) and careful ownership of libvirt objects; not worth it at 1 Hz.
 //
-// Domains: `type='qemu'` (TCG: this machine kind has no usable KVM), direct kernel boot (<kernel>,
+// Domains: `type='qemu'` (TCG) unless KVM is a real hardware backend (runtime/accel.ts), direct kernel boot (<kernel>,
 // <initrd>, <cmdline>), serial console to a file, guest RAM in a shared file the monitor can read
 // (<memoryBacking><source type='file'/><access mode='shared'/>), QEMU running as root through a static
 // DAC <seclabel> (so kernel/disk files under /root/.cache need no relabelling, and qemu.conf is left
@@ -15,6 +15,7 @@
 // MAC, new disk (qcow2 overlay on the template's disk, or a sparse copy) and serial path, vCPUs/memory
 // and cmdline of the one container, define, start.
 
+import { chooseAccel } from '../accel.ts';
 import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
@@ -166,7 +167,7 @@ export function templateXml(t: TemplateDomain): string {
       <model type='virtio'/>
     </interface>`
       : '';
-  return `<domain type='qemu'>
+  return `<domain type='${chooseAccel().kind === 'kvm' ? 'kvm' : 'qemu'}'>
   <name>${xmlEscape(t.name)}</name>
   <memory unit='KiB'>${t.memMiB * 1024}</memory>
   <currentMemory unit='KiB'>${t.memMiB * 1024}</currentMemory>

@@ -17,6 +17,7 @@
 // identity is fixed up over the control channel: MAC (the e1000's MAC comes back from the snapshot),
 // address, VIP, and the container(s) it runs.
 
+import { chooseAccel } from '../accel.ts';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
@@ -35,7 +36,7 @@ export interface QemuDirectOptions {
   /** where clones' disks, serial logs and QMP sockets go; default cacheDir('qemu-direct') */
   dir?: string;
   qemu?: string;
-  /** default 'tcg,thread=multi' (this machine kind has no usable KVM, see DESIGN.md) */
+  /** QEMU -accel value; default from runtime/accel.ts (KVM only with vmx/svm, else TCG) */
   accel?: string;
   /** default 'qemu64' */
   cpu?: string;
@@ -138,8 +139,8 @@ export class QemuDirectProvisioner implements Provisioner {
     const s = vm.spec;
     const a = [
       '-name', vm.name,
-      '-accel', this.o.accel ?? 'tcg,thread=multi',
-      '-cpu', this.o.cpu ?? 'qemu64',
+      '-accel', this.o.accel ?? chooseAccel().args[1],
+      '-cpu', this.o.cpu ?? chooseAccel().args[3],
       '-smp', String(s.vcpus),
       '-m', `${s.memMiB}M`,
       '-nodefaults', '-display', 'none', '-no-reboot',

@@ -1,5 +1,6 @@
 // Boots the test guest under QEMU (TCG) with its RAM in a shared file under /dev/shm, a QMP socket, the
 // console on ttyS0 (read from QEMU's stdout) and the ground-truth channel on ttyS1 (a unix socket).
+import { chooseAccel } from '../../runtime/accel.ts';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync, rmSync, truncateSync, writeFileSync, type WriteStream } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -118,8 +119,7 @@ export async function bootGuest(opts: BootOptions = {}): Promise<Guest> {
   ].join(' ');
   const args = [
     '-name', `ciel-${name}`,
-    '-accel', 'tcg,thread=multi',
-    '-cpu', 'qemu64',
+    ...chooseAccel().args, // TCG here: /dev/kvm is a software backend on this machine kind
     '-smp', String(smp),
     '-m', `${memMiB}M`,
     '-object', `memory-backend-file,id=mem,size=${memMiB}M,mem-path=${memFile},share=on`,
