@@ -1,16 +1,18 @@
 // `npm run bench [name]`: figures and ratios against baselines measured in the same run.
-// Names: gmap, build, monitor, overhead, fuzz-elf (the real-guest ones boot TCG guests and take minutes).
+// Names: gmap, build, monitor, overhead, scaling, fuzz-elf (the real-guest ones boot TCG guests and take minutes).
 import { benchBuild } from './build.ts';
 import { benchFuzzElf } from './fuzz-elf.ts';
 import { benchGmap } from './gmap.ts';
 import { benchMonitor } from './monitor.ts';
 import { benchOverhead } from './overhead.ts';
+import { benchScaling } from './scaling.ts';
 
 const all: Record<string, () => Promise<unknown>> = {
   gmap: () => benchGmap(),
   build: () => benchBuild(),
   monitor: () => benchMonitor(),
   overhead: () => benchOverhead(),
+  scaling: () => benchScaling(),
   'fuzz-elf': () => benchFuzzElf({ cases: 10_000 }),
 };
 const only = process.argv.slice(2);

@@ -334,9 +334,19 @@ export async function runVm(vm: DaemonVm, h: DaemonHandlers, o: DaemonOptions = 
           }
           continue;
         } else if (err instanceof GuestFaultError) {
-          // bad or changing guest memory: this sample only; a reboot in place also shows up as faults
+          // bad or changing guest memory: this sample only; a reboot also shows up as faults first
           h.onError(vm.name, err, 'sample');
-          await session.monitor.refresh().catch(() => {});
+          const re = await session.monitor.refresh().then(() => null, (x: unknown) => x);
+          if (re instanceof GuestStateError) {
+            // the backend saw the guest reset (or QEMU go): attach again, with new CR3 and KASLR slide
+            await detach();
+            h.onNote?.(vm.name, re.status === 'reset' ? 'guest was reset; re-attaching' : 'detached; retrying');
+            if (re.status !== 'reset') {
+              await sleep(backoff, o.signal);
+              backoff = Math.min(backoff * 2, retryMax);
+            }
+            continue;
+          }
         } else {
           // anything else (QMP error, backend failure): report, detach and attach again
           h.onError(vm.name, err, 'sample');

@@ -117,6 +117,7 @@ export class GuestMonitor {
 
   /** One sample of every container, as `ciel monitor --json` prints it. */
   sample(opts: { consistentPauseUs?: number } = {}): Sample {
+    this.backend.checkAlive?.();
     const t0 = performance.now();
     const time = new Date().toISOString();
     const A = this.abi.CIEL_ABI;

@@ -29,6 +29,8 @@ export interface MemoryBackend {
   /** Pause the vCPUs (consistent sample). Backends that cannot pause (dumps) do nothing. */
   pause(): Promise<void>;
   resume(): Promise<void>;
+  /** Throw (GuestStateError) when the guest is gone or was reset since open; cheap, called before each sample. Optional. */
+  checkAlive?(): void;
   /** Unmap and release everything. */
   close(): Promise<void>;
 }

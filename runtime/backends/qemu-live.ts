@@ -65,6 +65,8 @@ export class QemuLiveBackend implements MemoryBackend {
   private pauseStopMs = 0;
   /** set when QEMU reported a reset/shutdown since open: memory contents are not the guest we opened */
   private resetReason: string | null = null;
+  /** set when the QMP connection closed: QEMU exited */
+  private goneReason: string | null = null;
   /** timing of the last pause()/resume() pair */
   lastPause: PauseTiming | null = null;
   readonly vm: string;
@@ -82,6 +84,17 @@ export class QemuLiveBackend implements MemoryBackend {
     qmp.on('event', (e: QmpEvent) => {
       if (e.event === 'RESET' || e.event === 'SHUTDOWN') this.resetReason ??= `guest ${e.event.toLowerCase()} (${JSON.stringify(e.data ?? {})})`;
     });
+    // QEMU keeps no socket open once it exits: its RAM file then holds a dead guest's memory
+    qmp.on('close', (why: string) => {
+      this.goneReason ??= why;
+    });
+  }
+
+  /** Throws GuestStateError when QEMU has exited or the guest was reset since open (cheap: no QMP round trip). */
+  checkAlive(): void {
+    this.assertOpen();
+    if (this.goneReason) throw new GuestStateError(this.vm, 'gone', `QEMU is gone: ${this.goneReason}`);
+    this.assertNotReset();
   }
 
   /** Map the memory file read-only and connect to QMP. */

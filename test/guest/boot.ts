@@ -31,6 +31,8 @@ export interface BootOptions {
   log?: (line: string) => void;
   /** start none of the standard containers (benchmarks create their own through sh()) */
   bare?: boolean;
+  /** let a guest reset reboot it (default: QEMU exits on reset, -no-reboot) */
+  reboot?: boolean;
   /** attach a second, read-only virtio disk: an ext4 image with Docker's config.v2.json of each standard container (build.ts makeDockerDisk) */
   dockerDisk?: boolean;
 }
@@ -124,7 +126,8 @@ export async function bootGuest(opts: BootOptions = {}): Promise<Guest> {
     '-m', `${memMiB}M`,
     '-object', `memory-backend-file,id=mem,size=${memMiB}M,mem-path=${memFile},share=on`,
     '-machine', 'pc,memory-backend=mem',
-    '-nodefaults', '-no-user-config', '-display', 'none', '-vga', 'none', '-no-reboot',
+    '-nodefaults', '-no-user-config', '-display', 'none', '-vga', 'none',
+    ...(opts.reboot ? [] : ['-no-reboot']),
     '-kernel', image.kernel.vmlinuz,
     '-initrd', image.initrd,
     '-append', append,

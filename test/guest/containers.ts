@@ -52,3 +52,19 @@ export function containerByName(name: Role): GuestContainer & { cgroup: string }
   if (!c) throw new Error(`no guest container ${name}`);
   return c;
 }
+
+/**
+ * The three services of the autoscaling demo/e2e/bench guest (web, db, batch), in Docker cgroup layouts.
+ * Not in GUEST_CONTAINERS (so the standard guest and its initramfs cache key are unchanged): they are
+ * created at run time in a `bare` guest through `sh()` (test/e2e/services.ts).
+ */
+export type ServiceName = 'web' | 'db' | 'batch';
+const SERVICE_LIST: { name: ServiceName; id: string; driver: Driver }[] = [
+  { name: 'web', id: '7e1b5ca3f0d94e2c8a6b13d5f7a9c0e2b4d6f8a1c3e5b7d9f0a2c4e6b8d0f1a3', driver: 'cgroupfs' },
+  { name: 'db', id: 'db0c4f2a8e6b1d3f5a7c9e0b2d4f6a8c1e3b5d7f9a0c2e4b6d8f1a3c5e7b9d0f', driver: 'cgroupfs' },
+  { name: 'batch', id: 'ba7c90e1d3f5a7c9b1d3f5e7a9c0b2d4e6f8a1c3b5d7e9f0a2c4b6d8e0f1a3c5', driver: 'systemd' },
+];
+export const SERVICE_CONTAINERS: readonly { name: ServiceName; id: string; driver: Driver; cgroup: string }[] = SERVICE_LIST.map((c) => ({
+  ...c,
+  cgroup: cg(c.driver, c.id),
+}));
