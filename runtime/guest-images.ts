@@ -159,3 +159,59 @@ export function cpioNewc(entries: CpioEntry[]): Buffer {
   one({ name: 'TRAILER!!!', mode: 0 });
   return Buffer.concat(parts);
 }
+
+/** An initramfs being assembled; parent directories are created as entries are added. */
+export class Initramfs {
+  private readonly entries: CpioEntry[] = [];
+  private readonly dirs = new Set<string>();
+
+  dir(path: string): this {
+    const parts = path.split('/');
+    for (let i = 1; i <= parts.length; i++) {
+      const d = parts.slice(0, i).join('/');
+      if (d && d !== '.' && !this.dirs.has(d)) {
+        this.dirs.add(d);
+        this.entries.push({ name: d, mode: S_IFDIR | 0o755 });
+      }
+    }
+    return this;
+  }
+
+  file(path: string, data: Buffer | string, perm = 0o644): this {
+    const p = path.replace(/^\//, '');
+    this.dir(p.split('/').slice(0, -1).join('/'));
+    this.entries.push({ name: p, mode: S_IFREG | perm, data: Buffer.isBuffer(data) ? data : Buffer.from(data) });
+    return this;
+  }
+
+  symlink(path: string, target: string): this {
+    this.entries.push({ name: path, mode: S_IFLNK | 0o777, data: Buffer.from(target) });
+    return this;
+  }
+
+  /**
+   * busybox-static with one symlink per applet (except `skipApplets`), /dev/console and /dev/null,
+   * and the usual mount points plus `extraDirs`.
+   */
+  busyboxBase(extraDirs: string[] = [], skipApplets: string[] = []): this {
+    const busybox = ['/bin/busybox', '/usr/bin/busybox'].find((p) => existsSync(p));
+    if (!busybox) throw new ToolError('busybox', 'busybox-static is not installed (apt-get install -y busybox-static)');
+    for (const d of ['bin', 'sbin', 'dev', 'proc', 'sys', 'run', 'tmp', 'mnt', 'etc/ciel', ...extraDirs]) this.dir(d);
+    this.entries.push({ name: 'dev/console', mode: S_IFCHR | 0o600, rdev: [5, 1] });
+    this.entries.push({ name: 'dev/null', mode: S_IFCHR | 0o666, rdev: [1, 3] });
+    this.file('bin/busybox', readFileSync(busybox), 0o755);
+    const skip = new Set(['busybox', ...skipApplets]);
+    for (const a of run(busybox, ['--list']).split('\n')) if (a && !skip.has(a)) this.symlink(`bin/${a}`, 'busybox');
+    return this;
+  }
+
+  /** Kernel modules (paths relative to modulesDir, dependencies first) and /etc/ciel/modules.order. */
+  modules(modulesDir: string, modules: string[]): this {
+    for (const m of modules) this.file(`lib/modules/${m}`, readFileSync(join(modulesDir, m)));
+    return this.file('etc/ciel/modules.order', modules.join('\n') + '\n');
+  }
+
+  toBuffer(): Buffer {
+    return cpioNewc(this.entries);
+  }
+}

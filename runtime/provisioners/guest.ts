@@ -32,7 +32,7 @@ import { createHash } from 'node:crypto';
 import { execa } from 'execa';
 import { cacheDir } from '../cache.ts';
 import { ToolError } from '../errors.ts';
-import { cpioNewc, ensureKernel, resolveModules } from '../guest-images.ts';
+import { ensureKernel, Initramfs, resolveModules } from '../guest-images.ts';
 
 export const GUEST_KERNEL_RELEASE = '6.1.0-56-amd64';
 
@@ -186,50 +186,15 @@ fi
 while :; do sleep 3600; done
 `;
 
-const S_IFDIR = 0o040000, S_IFREG = 0o100000, S_IFLNK = 0o120000, S_IFCHR = 0o020000;
-
-export interface CpioEntry {
-  name: string;
-  mode: number;
-  data?: Buffer;
-  rdev?: [number, number];
-}
-
 /**
  * A busybox initramfs skeleton: /bin/busybox with its applet links, /dev/console and /dev/null, the
  * given modules (paths relative to the kernel's modules dir, dependencies first) listed in
  * /etc/ciel/modules.order, /sbin/ciel-ctl, and `files` (path → [data, perm]). Returns cpio newc bytes.
  */
 export function busyboxInitramfs(modulesDir: string, modules: string[], files: Record<string, [Buffer | string, number]>): Buffer {
-  const busybox = ['/bin/busybox', '/usr/bin/busybox'].find(existsSync);
-  if (!busybox) throw new ToolError('busybox', 'busybox-static is not installed (apt-get install -y busybox-static)');
-  const entries: CpioEntry[] = [];
-  const dirs = new Set<string>();
-  const mkdirs = (p: string) => {
-    const parts = p.split('/');
-    for (let i = 1; i <= parts.length; i++) {
-      const d = parts.slice(0, i).join('/');
-      if (d && d !== '.' && !dirs.has(d)) {
-        dirs.add(d);
-        entries.push({ name: d, mode: S_IFDIR | 0o755 });
-      }
-    }
-  };
-  const file = (p: string, data: Buffer, perm: number) => {
-    mkdirs(dirname(p));
-    entries.push({ name: p, mode: S_IFREG | perm, data });
-  };
-  for (const d of ['bin', 'sbin', 'dev', 'proc', 'sys', 'run', 'tmp', 'mnt', 'etc/ciel', 'lib/modules']) mkdirs(d);
-  entries.push({ name: 'dev/console', mode: S_IFCHR | 0o600, rdev: [5, 1] });
-  entries.push({ name: 'dev/null', mode: S_IFCHR | 0o666, rdev: [1, 3] });
-  file('bin/busybox', readFileSync(busybox), 0o755);
-  const applets = execFileSync(busybox, ['--list'], { encoding: 'utf8' }).split('\n').filter((a) => a && a !== 'busybox');
-  for (const a of applets) entries.push({ name: `bin/${a}`, mode: S_IFLNK | 0o777, data: Buffer.from('busybox') });
-  for (const m of modules) file(`lib/modules/${m}`, readFileSync(join(modulesDir, m)), 0o644);
-  file('etc/ciel/modules.order', Buffer.from(modules.join('\n') + '\n'), 0o644);
-  file('sbin/ciel-ctl', Buffer.from(CTL_SCRIPT), 0o755);
-  for (const [p, [data, perm]] of Object.entries(files)) file(p.replace(/^\//, ''), Buffer.isBuffer(data) ? data : Buffer.from(data), perm);
-  return cpioNewc(entries);
+  const fs = new Initramfs().busyboxBase(['lib/modules']).modules(modulesDir, modules).file('sbin/ciel-ctl', CTL_SCRIPT, 0o755);
+  for (const [p, [data, perm]] of Object.entries(files)) fs.file(p, data, perm);
+  return fs.toBuffer();
 }
 
 /** Write `data` to `out` via a temp file (concurrent builders never see a half-written file). */
@@ -252,7 +217,7 @@ function ensureInitrd(dir: string, modulesDir: string): string {
   h.update(CTL_SCRIPT);
   for (const [k, [v]] of Object.entries(files)) h.update(`${k}\0${v}\0`);
   h.update(modules.join('\n'));
-  const out = join(dir, `initrd-busybox-v4-${h.digest('hex').slice(0, 12)}.cpio`);
+  const out = join(dir, `initrd-busybox-v5-${h.digest('hex').slice(0, 12)}.cpio`);
   if (existsSync(out)) return out;
   writeAtomic(out, busyboxInitramfs(modulesDir, modules, files));
   return out;

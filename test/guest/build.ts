@@ -9,15 +9,14 @@ import { fileURLToPath } from 'node:url';
 import { execFileSync } from 'node:child_process';
 import { cacheDir } from '../../runtime/cache.ts';
 import { ToolError } from '../../runtime/errors.ts';
-import { cpioNewc, ensureKernel, KERNEL_RELEASE, resolveModules, run, type CpioEntry, type GuestKernel } from '../../runtime/guest-images.ts';
+import { ensureKernel, Initramfs, KERNEL_RELEASE, resolveModules, run, type GuestKernel } from '../../runtime/guest-images.ts';
 export { cpioNewc, ensureImageDeb, ensureKernel, KERNEL_RELEASE, moduleDepends, resolveModules, type GuestKernel } from '../../runtime/guest-images.ts';
 import { GUEST_CONTAINERS, type Role } from './containers.ts';
 
 /** Modules the guest loads; their dependencies are added from each .ko's modinfo `depends=`. */
 export const GUEST_MODULES = ['veth', 'virtio_blk', 'virtio_pci'];
 const HERE = dirname(fileURLToPath(import.meta.url));
-const BUILDER_VERSION = '1';
-const S_IFDIR = 0o040000, S_IFREG = 0o100000, S_IFLNK = 0o120000, S_IFCHR = 0o020000;
+const BUILDER_VERSION = '2'; // bump when the initramfs layout changes (cache key)
 
 // ---------- the initramfs ----------
 
@@ -74,42 +73,19 @@ export function buildGuest(log: (m: string) => void = () => {}): GuestImage {
   if (existsSync(initrd)) return { kernel, initrd, key, modules, built: false };
 
   log(`building initramfs ${initrd} (${modules.length} modules: ${modules.map((m) => m.split('/').pop()).join(' ')})`);
-  const entries: CpioEntry[] = [];
-  const dirs = new Set<string>();
-  const mkdirs = (p: string) => {
-    const parts = p.split('/');
-    for (let i = 1; i <= parts.length; i++) {
-      const d = parts.slice(0, i).join('/');
-      if (d && !dirs.has(d)) {
-        dirs.add(d);
-        entries.push({ name: d, mode: S_IFDIR | 0o755 });
-      }
-    }
-  };
-  const file = (p: string, data: Buffer, perm = 0o644) => {
-    mkdirs(dirname(p));
-    entries.push({ name: p, mode: S_IFREG | perm, data });
-  };
-  for (const d of ['bin', 'sbin', 'dev', 'proc', 'sys', 'run', 'tmp', 'mnt', 'etc/ciel', 'lib64', 'root']) mkdirs(d);
-  entries.push({ name: 'dev/console', mode: S_IFCHR | 0o600, rdev: [5, 1] });
-  entries.push({ name: 'dev/null', mode: S_IFCHR | 0o666, rdev: [1, 3] });
-  file('bin/busybox', readFileSync(busybox), 0o755);
-  const applets = run(busybox, ['--list']).split('\n').filter((a) => a && a !== 'busybox' && a !== 'ip');
-  for (const a of applets) entries.push({ name: `bin/${a}`, mode: S_IFLNK | 0o777, data: Buffer.from('busybox') });
-  file('sbin/ip', readFileSync(ipBin), 0o755);
+  const fs = new Initramfs().busyboxBase(['lib64', 'root'], ['ip']).file('sbin/ip', readFileSync(ipBin), 0o755);
   for (const lib of ipLibs) {
     // keep the path the dynamic loader looks for (ld.so under /lib64, the rest under /lib/<triplet>)
     const dest = lib.startsWith('/lib64/') ? lib.slice(1) : `lib/x86_64-linux-gnu/${lib.split('/').pop()}`;
-    file(dest, readFileSync(lib), 0o755);
+    fs.file(dest, readFileSync(lib), 0o755);
   }
-  for (const m of modules) file(`lib/modules/${m}`, readFileSync(join(kernel.modulesDir, m)));
-  file('etc/ciel/modules.order', Buffer.from(modulesTxt));
-  file('etc/ciel/containers', Buffer.from(containersTxt));
-  file('etc/ciel/ctr.sh', scripts.ctr, 0o755);
-  file('etc/ciel/truth.awk', scripts.truth);
-  file('init', scripts.init, 0o755);
+  fs.modules(kernel.modulesDir, modules)
+    .file('etc/ciel/containers', containersTxt)
+    .file('etc/ciel/ctr.sh', scripts.ctr, 0o755)
+    .file('etc/ciel/truth.awk', scripts.truth)
+    .file('init', scripts.init, 0o755);
   const tmp = `${initrd}.tmp-${process.pid}`;
-  writeFileSync(tmp, cpioNewc(entries));
+  writeFileSync(tmp, fs.toBuffer());
   renameSync(tmp, initrd);
   return { kernel, initrd, key, modules, built: true };
 }
