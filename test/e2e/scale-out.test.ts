@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { buildMonitor, GENERATED } from '../../compiler/build.ts';
-import { demoPolicy, RELEASE, Scenario } from './scenario.ts';
+import { demoPolicy, ORIGIN_IP, RELEASE, Scenario } from './scenario.ts';
 
 let s: Scenario;
 const log = process.env.CIEL_E2E_VERBOSE === '1' ? (l: string) => process.stderr.write(`[e2e] ${l}\n`) : () => {};
@@ -68,11 +68,12 @@ describe('scale-out of the hot container on the real test guest (QEMU-direct, re
     // and serves it on its own address, reached from the namespace through the balancer
     const addr = s.replicaAddress(replica)!;
     expect(addr).toMatch(/^10\.77\.0\./);
+    // the balancer now spreads web over the origin's container and the replica (round robin)
     const got = await s.lb.drive('web', 6);
-    expect(got).toEqual({ [addr]: 6 });
+    expect(got).toEqual({ [ORIGIN_IP]: 3, [addr]: 3 });
     // the balancer's own per-backend count (IPVS: ipvsadm --stats; keys ADDR:PORT)
     const counts = await s.lb.counts();
-    expect(Object.entries(counts).filter(([k]) => k.split(':')[0] === addr).map(([, v]) => v)).toEqual([6]);
+    expect(Object.entries(counts).filter(([k]) => k.split(':')[0] === addr).map(([, v]) => v)).toEqual([3]);
     console.log(`e2e scale-out: ${JSON.stringify({ replica, addr, detect_ms: tl.detect_ms, decide_ms: tl.decide_ms, clone_ms: Math.round(tl.clone_ms), boot_ms: Math.round(tl.boot_ms), ready_ms: tl.ready_ms })}`);
   });
 
@@ -83,14 +84,14 @@ describe('scale-out of the hot container on the real test guest (QEMU-direct, re
     expect(inEv.e).toMatchObject({ replica });
     expect(s.prov.pooled().map((v) => [v.name, v.state])).toEqual([[replica, 'paused']]);
     // drained: the balancer no longer sends to it
-    expect((await s.lb.drive('web', 2))[s.replicaAddress(replica)!]).toBeUndefined();
+    expect(await s.lb.drive('web', 2)).toEqual({ [ORIGIN_IP]: 2 });
 
     const { crossedAt } = await s.rampWeb({ steps: [{ vcpus: 1.4, holdMs: 0 }], timeoutMs: 30_000 });
     const tl = await s.waitFor(() => s.timeline('web', crossedAt), 60_000, 'the pooled replica to serve');
     expect(tl).toMatchObject({ replica, pooled: true, clone_ms: 0 });
     // resume from pause vs clone + boot
     expect(tl.boot_ms).toBeLessThan(coldTotal * 0.1);
-    expect(await s.lb.drive('web', 2)).toEqual({ [s.replicaAddress(replica)!]: 2 });
+    expect(await s.lb.drive('web', 2)).toEqual({ [ORIGIN_IP]: 1, [s.replicaAddress(replica)!]: 1 });
     console.log(`e2e pooled reuse: resume ${tl.boot_ms.toFixed(1)} ms vs cold clone+boot ${Math.round(coldTotal)} ms (${((tl.boot_ms / coldTotal) * 100).toFixed(3)}%)`);
   });
 });

@@ -19,6 +19,7 @@ import type { Vm, VmSpec } from '../../runtime/provisioners/provisioner.ts';
 import { QemuDirectProvisioner } from '../../runtime/provisioners/qemu-direct.ts';
 import type { Sample } from '../../runtime/sample.ts';
 import { bootGuest, type Guest } from '../guest/boot.ts';
+import { SERVICE_CONTAINERS } from '../guest/containers.ts';
 import { serviceNames, setLoad, startServices, WEB_IDLE_VCPUS, type ServiceName } from './services.ts';
 
 export const RELEASE = '6.1.0-56-amd64';
@@ -26,6 +27,8 @@ export const ORIGIN_VCPUS = 2;
 export const ORIGIN_MEM_MIB = 512;
 /** the balancer's virtual IP and its own address on the private segment */
 export const VIP = '10.77.0.100';
+/** the origin VM's own address on the bridge: its web container is the first backend behind the VIP */
+export const ORIGIN_IP = '10.77.0.19';
 export const LB_CIDR = '10.77.0.10/24';
 
 /** What the scenario needs from a balancer beyond the controller's interface. */
@@ -162,7 +165,7 @@ export class Scenario {
       ...(seg ? { wrapper: seg.wrapper, extraArgs: (vm: Vm, mac: string) => seg.nicArgs(vm, mac), netStats: (vm: Vm) => seg.netStats(vm) } : {}),
     });
     this.tracking = new TrackingProvisioner(this.prov);
-    const addressOfBackend = (b: Backend) => this.tracking.address(b.vm);
+    const addressOfBackend = (b: Backend) => (b.vm === this.originName ? ORIGIN_IP : this.tracking.address(b.vm));
     let lbStart: Promise<unknown> = Promise.resolve();
     if (seg && (o.balancer ?? 'ipvs') === 'ipvs') {
       const ipvs = new IpvsVmBalancer({ segment: seg, cidr: LB_CIDR, vip: VIP, dir: this.dir, name: `ciel-lb-${this.tag}`.slice(0, 40), addressOf: addressOfBackend, drainTimeoutMs: 5_000 });
@@ -189,9 +192,28 @@ export class Scenario {
     }
 
     this.log('booting the origin VM (test guest, 2 vCPUs, 512 MiB, TCG)');
-    this.origin = await bootGuest({ name: this.originName, bare: true, memMiB: ORIGIN_MEM_MIB, smp: ORIGIN_VCPUS, log: (l) => this.log(l) });
+    const nic = seg ? { wrapper: seg.wrapper, extraArgs: seg.nicArgs({ name: this.originName } as Vm, '52:54:00:c1:e1:19') } : {};
+    this.origin = await bootGuest({ name: this.originName, bare: true, memMiB: ORIGIN_MEM_MIB, smp: ORIGIN_VCPUS, log: (l) => this.log(l), ...nic });
     await startServices(this.origin);
     await lbStart;
+    if (seg && (o.balancer ?? 'ipvs') === 'ipvs') {
+      // The origin's web container is the first backend (as in the paper: the balancer spreads the
+      // service over the original container and its scaled-out copies). Direct routing: VIP on lo.
+      const web = SERVICE_CONTAINERS.find((c) => c.name === 'web')!;
+      const net = [
+        `/sbin/ip link set eth0 up`,
+        `/sbin/ip addr add ${ORIGIN_IP}/24 dev eth0`,
+        `/sbin/ip addr add ${VIP}/32 dev lo`,
+        `for f in all eth0; do echo 1 > /proc/sys/net/ipv4/conf/$f/arp_ignore; echo 2 > /proc/sys/net/ipv4/conf/$f/arp_announce; done`,
+        `mkdir -p /www/web && echo "web ${ORIGIN_IP}" > /www/web/index.html`,
+        `(sh -c 'echo $$ > /sys/fs/cgroup${web.cgroup}/cgroup.procs; exec httpd -f -p 80 -h /www/web' </dev/null >/dev/null 2>&1 &)`,
+        `echo net-ok`,
+      ].join('; ');
+      const r = await this.origin.sh(net, 30_000);
+      if (!r.output.includes('net-ok')) throw new Error(`origin network setup failed: ${r.output}`);
+      await this.lb.addBackend('web', { vm: this.originName, container: 'web' });
+      this.log(`origin ${ORIGIN_IP} serves web behind the VIP ${VIP}`);
+    }
     this.log('services web, db, batch started in Docker cgroup layouts');
     await this.sampler.attach(this.originName, { qmpSocket: this.origin.qmpSocket, memFile: this.origin.memFile, release: RELEASE, names: serviceNames() });
     this.vmSource = new ProcVmStats(this.prov).add({ name: this.originName, pid: this.origin.pid, vcpus: ORIGIN_VCPUS, memMiB: ORIGIN_MEM_MIB });

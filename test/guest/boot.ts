@@ -33,6 +33,10 @@ export interface BootOptions {
   bare?: boolean;
   /** let a guest reset reboot it (default: QEMU exits on reset, -no-reboot) */
   reboot?: boolean;
+  /** command prefix QEMU runs under, e.g. `ip netns exec NS` to put its NIC on a test bridge */
+  wrapper?: string[];
+  /** more QEMU arguments (e.g. a NIC) */
+  extraArgs?: string[];
   /** attach a second, read-only virtio disk: an ext4 image with Docker's config.v2.json of each standard container (build.ts makeDockerDisk) */
   dockerDisk?: boolean;
 }
@@ -140,11 +144,14 @@ export async function bootGuest(opts: BootOptions = {}): Promise<Guest> {
     '-drive', `file=${disk},format=raw,if=virtio,cache=writeback`,
     // second virtio disk (vdb, after vda in PCI order), read-only: the guest cannot change what the host reads
     ...(dockerDisk ? ['-drive', `file=${dockerDisk},format=raw,if=virtio,readonly=on`] : []),
+    ...(opts.extraArgs ?? []),
   ];
   say(`starting qemu-system-x86_64 (${mode}, kaslr ${kaslr ? 'on' : 'off'}, ${memMiB} MiB, ${smp} vCPUs, initrd ${image.key})`);
   let child: ChildProcess;
   try {
-    child = spawn('qemu-system-x86_64', args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    // a wrapper such as `ip netns exec NS` execs QEMU in place: the pid stays QEMU's
+    const [cmd, ...pre] = [...(opts.wrapper ?? []), 'qemu-system-x86_64'];
+    child = spawn(cmd, [...pre, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
   } catch (e) {
     throw new ToolError('qemu-system-x86_64', (e as Error).message);
   }
