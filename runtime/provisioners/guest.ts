@@ -96,10 +96,12 @@ if [ "$1" = -m ]; then
   shift 2
 fi
 ip link set lo up
-ip link set eth0 up
-if [ -n "$1" ]; then ip addr flush dev eth0; ip addr add "$1" dev eth0; fi
-# serving needs the carrier (e1000 reports it a moment after link up)
-i=0; while [ "$(cat /sys/class/net/eth0/carrier 2>/dev/null)" != 1 ] && [ $i -lt 250 ]; do usleep 20000; i=$((i+1)); done
+if [ -e /sys/class/net/eth0 ]; then
+  ip link set eth0 up
+  if [ -n "$1" ]; then ip addr flush dev eth0; ip addr add "$1" dev eth0; fi
+  # serving needs the carrier (e1000 reports it a moment after link up); a VM without a NIC does not wait
+  i=0; while [ "$(cat /sys/class/net/eth0/carrier 2>/dev/null)" != 1 ] && [ $i -lt 250 ]; do usleep 20000; i=$((i+1)); done
+fi
 if [ -n "$2" ]; then
   # direct-routing real server: accept packets for the VIP, never answer ARP for it
   for f in all eth0; do
