@@ -3,6 +3,7 @@
 
 import type { ContainerSample, Sample } from '../../runtime/sample.ts';
 import type { VmStats } from '../../runtime/controller/types.ts';
+import { containerSample } from '../fixtures/sample.ts';
 
 export const T0 = Date.parse('2026-11-22T09:00:00.000Z');
 export const GiB = 1024 ** 3;
@@ -61,20 +62,12 @@ export class ContainerSeries {
     const containers: ContainerSample[] = Object.entries(utils).map(([name, u]) => {
       const ns = (this.cpu.get(name) ?? 1e12) + Math.round(u * dt * this.vcpus * 1e9);
       this.cpu.set(name, ns);
-      return {
-        id: `${name}`.padEnd(12, '0'),
+      return containerSample(`${name}`.padEnd(12, '0'), {
         cgroup: `/docker/${name}`,
         name,
         cpu_usage_ns: ns,
         memory_usage_bytes: mem[name] ?? 100 * 1024 * 1024,
-        memory_rss_bytes: 0,
-        memory_cache_bytes: 0,
-        io_read_bytes: 0,
-        io_write_bytes: 0,
-        net_rx_bytes: 0,
-        net_tx_bytes: 0,
-        pids: 1,
-      };
+      });
     });
     return { time: new Date(t).toISOString(), kernel: '6.1.0-56-amd64', sample_us: 300, vm: this.vm, containers };
   }

@@ -1,26 +1,12 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { PrometheusExporter, workingSetBytes } from '../../runtime/exporter/prometheus.ts';
 import type { ContainerSample, Sample } from '../../runtime/sample.ts';
+import { containerSample } from '../fixtures/sample.ts';
 
 const ID_A = 'a'.repeat(64);
 const ID_B = 'b'.repeat(64);
 
-function c(id: string, v: Partial<ContainerSample> & { memory_inactive_file_bytes?: number } = {}): ContainerSample {
-  return {
-    id,
-    cgroup: `/system.slice/docker-${id}.scope`,
-    cpu_usage_ns: 0,
-    memory_usage_bytes: 0,
-    memory_rss_bytes: 0,
-    memory_cache_bytes: 0,
-    io_read_bytes: 0,
-    io_write_bytes: 0,
-    net_rx_bytes: 0,
-    net_tx_bytes: 0,
-    pids: 1,
-    ...v,
-  };
-}
+const c = (id: string, v: Partial<ContainerSample> & { memory_inactive_file_bytes?: number } = {}): ContainerSample => containerSample(id, v);
 
 interface Series {
   name: string;

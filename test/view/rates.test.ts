@@ -1,27 +1,13 @@
 import { describe, expect, it } from 'vitest';
 import type { ContainerSample, Sample } from '../../runtime/sample.ts';
 import { RateTracker, parseTimeNs } from '../../runtime/view/rates.ts';
+import { containerSample } from '../fixtures/sample.ts';
 
 const ID_A = 'a'.repeat(64);
 const ID_B = 'b'.repeat(64);
 const ID_C = 'c'.repeat(64);
 
-function c(id: string, v: Partial<ContainerSample> = {}): ContainerSample {
-  return {
-    id,
-    cgroup: `/system.slice/docker-${id}.scope`,
-    cpu_usage_ns: 0,
-    memory_usage_bytes: 0,
-    memory_rss_bytes: 0,
-    memory_cache_bytes: 0,
-    io_read_bytes: 0,
-    io_write_bytes: 0,
-    net_rx_bytes: 0,
-    net_tx_bytes: 0,
-    pids: 1,
-    ...v,
-  };
-}
+const c = (id: string, v: Partial<ContainerSample> = {}): ContainerSample => containerSample(id, v);
 
 function s(time: string, containers: ContainerSample[], vm = 'vm1'): Sample {
   return { time, kernel: '6.1.0-56-amd64', sample_us: 300, vm, containers };
