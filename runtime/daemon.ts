@@ -323,33 +323,23 @@ export async function runVm(vm: DaemonVm, h: DaemonHandlers, o: DaemonOptions = 
           res.fatal = err;
           return res;
         }
-        if (err instanceof GuestStateError) {
+        h.onError(vm.name, err, 'sample');
+        // a fault is bad or changing guest memory (this sample only), but a reboot also shows up as
+        // faults first: re-reading CR3 and the KASLR slide then reports the reset the backend saw
+        const state =
+          err instanceof GuestFaultError ? await session.monitor.refresh().then(() => null, (x: unknown) => x) : err;
+        if (state instanceof GuestStateError) {
           // QEMU gone, or the guest was reset (new page tables, new KASLR slide): attach again
-          h.onError(vm.name, err, 'sample');
           await detach();
-          h.onNote?.(vm.name, err.status === 'reset' ? 'guest was reset; re-attaching' : 'detached; retrying');
-          if (err.status !== 'reset') {
+          h.onNote?.(vm.name, state.status === 'reset' ? 'guest was reset; re-attaching' : 'detached; retrying');
+          if (state.status !== 'reset') {
             await sleep(backoff, o.signal);
             backoff = Math.min(backoff * 2, retryMax);
           }
           continue;
-        } else if (err instanceof GuestFaultError) {
-          // bad or changing guest memory: this sample only; a reboot also shows up as faults first
-          h.onError(vm.name, err, 'sample');
-          const re = await session.monitor.refresh().then(() => null, (x: unknown) => x);
-          if (re instanceof GuestStateError) {
-            // the backend saw the guest reset (or QEMU go): attach again, with new CR3 and KASLR slide
-            await detach();
-            h.onNote?.(vm.name, re.status === 'reset' ? 'guest was reset; re-attaching' : 'detached; retrying');
-            if (re.status !== 'reset') {
-              await sleep(backoff, o.signal);
-              backoff = Math.min(backoff * 2, retryMax);
-            }
-            continue;
-          }
-        } else {
-          // anything else (QMP error, backend failure): report, detach and attach again
-          h.onError(vm.name, err, 'sample');
+        }
+        if (!(err instanceof GuestFaultError)) {
+          // anything else (QMP error, backend failure): detach and attach again
           await detach();
           continue;
         }
