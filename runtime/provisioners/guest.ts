@@ -33,6 +33,7 @@ import { execa } from 'execa';
 import { cacheDir } from '../cache.ts';
 import { ToolError } from '../errors.ts';
 import { ensureKernel, Initramfs, resolveModules } from '../guest-images.ts';
+import type { VmSpec } from './provisioner.ts';
 
 export const GUEST_KERNEL_RELEASE = '6.1.0-56-amd64';
 
@@ -57,6 +58,8 @@ export interface TestGuest {
   template: string;
   /** the kernel command line for `container` (see the file comment) */
   cmdline(container: string, o?: GuestCmdlineOptions): string;
+  /** a minimal VM for one container: 1 vCPU, 256 MiB, this kernel and initrd */
+  spec(name: string, container: string, o?: { disk?: VmSpec['disk']; extraCmdline?: string }): VmSpec;
 }
 
 /** Modules of the test guest (dependencies are added): NIC, virtio disk, ext4 (crc32c for its checksums). */
@@ -271,7 +274,22 @@ export function ensureTestGuest(): Promise<TestGuest> {
     const k = ensureKernel();
     const initrd = ensureInitrd(dir, k.modulesDir);
     const template = await ensureTemplate(dir);
-    return { kernel: k.vmlinuz, initrd, template, cmdline: testGuestCmdline };
+    return {
+      kernel: k.vmlinuz,
+      initrd,
+      template,
+      cmdline: testGuestCmdline,
+      spec: (name, container, o = {}) => ({
+        name,
+        container,
+        vcpus: 1,
+        memMiB: 256,
+        kernel: k.vmlinuz,
+        initrd,
+        cmdline: `${testGuestCmdline(container)}${o.extraCmdline ?? ''}`,
+        disk: o.disk ?? 'overlay',
+      }),
+    };
   })();
   cached.catch(() => {
     cached = undefined;

@@ -18,16 +18,7 @@ let guest: TestGuest;
 let prov: QemuDirectProvisioner;
 let origin: Vm;
 
-const spec = (name: string, container: string, extra = ''): VmSpec => ({
-  name,
-  container,
-  vcpus: 1,
-  memMiB: 256,
-  kernel: guest.kernel,
-  initrd: guest.initrd,
-  cmdline: `${guest.cmdline(container)}${extra}`,
-  disk: 'overlay',
-});
+const spec = (name: string, container: string, extra = ''): VmSpec => guest.spec(name, container, { extraCmdline: extra });
 
 beforeAll(async () => {
   guest = await ensureTestGuest();

@@ -138,16 +138,7 @@ describe.skipIf(!haveLibvirt)('libvirt provisioner end-to-end', () => {
   const timings: Record<string, number> = {};
   let startedPids: Record<string, number> = {};
 
-  const spec = (name: string, container: string): VmSpec => ({
-    name,
-    container,
-    vcpus: 1,
-    memMiB: 256,
-    kernel: guest.kernel,
-    initrd: guest.initrd,
-    cmdline: guest.cmdline(container),
-    disk: 'overlay',
-  });
+  const spec = (name: string, container: string): VmSpec => guest.spec(name, container);
 
   beforeAll(async () => {
     guest = await ensureTestGuest();

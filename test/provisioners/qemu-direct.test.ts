@@ -13,16 +13,7 @@ let guest: TestGuest;
 let prov: QemuDirectProvisioner;
 const timings: Record<string, number> = {};
 
-const spec = (name: string, container: string, disk: VmSpec['disk'] = 'overlay'): VmSpec => ({
-  name,
-  container,
-  vcpus: 1,
-  memMiB: 256,
-  kernel: guest.kernel,
-  initrd: guest.initrd,
-  cmdline: guest.cmdline(container),
-  disk,
-});
+const spec = (name: string, container: string, disk: VmSpec['disk'] = 'overlay'): VmSpec => guest.spec(name, container, { disk });
 
 beforeAll(async () => {
   guest = await ensureTestGuest();
