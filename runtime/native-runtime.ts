@@ -8,8 +8,9 @@ import { existsSync } from 'node:fs';
 import type { GuestRegisters, MemoryBackend } from './backends/backend.ts';
 import { BadInputError, CielError, GuestFaultError } from './errors.ts';
 
-const Fault = koffi.struct('ciel_fault', { gva: 'uint64_t', detail: 'uint64_t', code: 'uint32_t', level: 'uint32_t' });
-const Stats = koffi.struct('ciel_stats', {
+// Registered by name for the signatures below ('ciel_fault *', 'ciel_stats *').
+koffi.struct('ciel_fault', { gva: 'uint64_t', detail: 'uint64_t', code: 'uint32_t', level: 'uint32_t' });
+koffi.struct('ciel_stats', {
   accesses: 'uint64_t',
   misses: 'uint64_t',
   walks: 'uint64_t',

@@ -25,9 +25,8 @@
 //
 // Everything is built once under cacheDir('provisioner-test').
 
-import { existsSync, readFileSync, renameSync, writeFileSync, mkdtempSync, rmSync, mkdirSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { execFileSync } from 'node:child_process';
+import { existsSync, renameSync, writeFileSync, mkdtempSync, rmSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { execa } from 'execa';
 import { cacheDir } from '../cache.ts';

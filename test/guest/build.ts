@@ -2,11 +2,10 @@
 // initramfs (cpio newc written here) with busybox-static, iproute2's `ip` (busybox's cannot make veths) with
 // its shared libraries, the kernel modules the guest needs with their dependencies, and the init scripts.
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { execFileSync } from 'node:child_process';
 import { cacheDir } from '../../runtime/cache.ts';
 import { ToolError } from '../../runtime/errors.ts';
 import { ensureKernel, Initramfs, KERNEL_RELEASE, resolveModules, run, type GuestKernel } from '../../runtime/guest-images.ts';
