@@ -160,6 +160,24 @@ export function cpioNewc(entries: CpioEntry[]): Buffer {
   return Buffer.concat(parts);
 }
 
+/**
+ * The first lines of a busybox /init (the minimal per-container VMs and the load-balancer VM): mount
+ * points (plus `extraDirs`), /proc, /sys, /dev, the applet links, PATH, a tmpfs /tmp, and the kernel
+ * modules written by Initramfs.modules() loaded in dependency order.
+ */
+export function initPreamble(extraDirs: string[] = []): string {
+  return `#!/bin/busybox sh
+/bin/busybox mkdir -p ${['/proc', '/sys', '/dev', '/tmp', '/run', ...extraDirs].join(' ')}
+/bin/busybox mount -t proc proc /proc
+/bin/busybox mount -t sysfs sysfs /sys
+/bin/busybox mount -t devtmpfs devtmpfs /dev 2>/dev/null
+/bin/busybox --install -s /bin
+export PATH=/sbin:/bin
+mount -t tmpfs tmpfs /tmp
+for m in $(cat /etc/ciel/modules.order); do insmod "/lib/modules/$m" 2>/dev/null; done
+`;
+}
+
 /** An initramfs being assembled; parent directories are created as entries are added. */
 export class Initramfs {
   private readonly entries: CpioEntry[] = [];

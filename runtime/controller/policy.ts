@@ -37,7 +37,9 @@
 //     (`containerThresholds[name]`, else `containerThreshold`, else `vmThreshold`) is hot and is sized by
 //     HPA on its own metrics; they are considered in decreasing order of utilisation/threshold.
 //  2. If none is over its threshold but the VM is hot, take the hot resource r with the largest
-//     VM utilisation/threshold ratio. For each container with a utilisation u > 0 of r, compute the
+//     VM utilisation/threshold ratio. Candidates are the containers whose utilisation u of r is at least
+//     trendMinShare (default 0.5) of the VM's (a small share does not explain why the VM is hot, and
+//     moving it relieves little); none: a `no_choice` event, no decision. For each candidate, compute the
 //     least-squares slope s (per second, x = the real sample times) of its utilisation of r over its last
 //     N samples (trendPoints, default 5) and its projected utilisation p = max(0, u + s · H), with H the
 //     expected time until a new replica serves (trendHorizonS, default 15 s). Choose the container with
@@ -53,10 +55,12 @@ import type {
   Clock,
   ContainerChosenEvent,
   ControllerEvent,
+  NoChoiceEvent,
   DecisionEvent,
   PolicyConfig,
   Resource,
   ResourcePolicy,
+  TrendCandidate,
   VmStats,
 } from './types.ts';
 
@@ -102,6 +106,7 @@ const DEFAULTS = {
   maxReplicas: 10,
   trendPoints: 5,
   trendHorizonS: 15,
+  trendMinShare: 0.5,
   maxRateGapMs: 10_000,
 };
 
@@ -290,8 +295,8 @@ export class PolicyEngine {
     // 2. VM hot, nobody over threshold: trend rule
     if (over.length === 0 && vm.hot.length > 0) {
       const chosen = this.trendChoice(vm, utils, vmName, now);
-      if (chosen) {
-        events.push(chosen);
+      if (chosen) events.push(chosen);
+      if (chosen?.type === 'container_chosen') {
         const p = this.policy(chosen.resource);
         const vmUtil = vm.util[chosen.resource]!;
         evaluated.add(chosen.container);
@@ -381,7 +386,7 @@ export class PolicyEngine {
     return u;
   }
 
-  private trendChoice(vm: VmState, utils: Map<string, Util>, vmName: string, now: number): ContainerChosenEvent | undefined {
+  private trendChoice(vm: VmState, utils: Map<string, Util>, vmName: string, now: number): ContainerChosenEvent | NoChoiceEvent | undefined {
     // the hot resource with the largest VM utilisation/threshold ratio
     let r: Resource | undefined;
     let bestRatio = -Infinity;
@@ -394,23 +399,25 @@ export class PolicyEngine {
     }
     if (!r) return undefined;
     const H = this.cfg.trendHorizonS;
-    let total = 0;
-    for (const u of utils.values()) total += Math.max(0, u[r] ?? 0);
-    const cands: { container: string; share: number; util: number; slope: number; projected: number }[] = [];
+    const vmUtil = vm.util[r]!;
+    const all: TrendCandidate[] = [];
     for (const [key, u] of utils) {
       const v = u[r];
       if (v === undefined || !(v > 0)) continue;
       const slope = lsqSlope(this.containers.get(key)!.history[r] ?? []);
-      cands.push({ container: key, share: total > 0 ? v / total : 0, util: v, slope, projected: Math.max(0, v + slope * H) });
+      all.push({ container: key, share: vmUtil > 0 ? v / vmUtil : 0, util: v, slope, projected: Math.max(0, v + slope * H) });
     }
-    if (cands.length === 0) return undefined;
+    const cands = all.filter((c) => c.share >= this.cfg.trendMinShare - EPS);
+    if (cands.length === 0) {
+      return { type: 'no_choice', time: iso(now), vm: vmName, resource: r, vm_util: vmUtil, min_share: this.cfg.trendMinShare, candidates: all };
+    }
     cands.sort((a, b) => {
       if (Math.abs(a.projected - b.projected) > EPS) return b.projected - a.projected;
       if (Math.abs(a.slope - b.slope) > EPS) return b.slope - a.slope;
       return cmp(a.container, b.container);
     });
     const c = cands[0]!;
-    return { type: 'container_chosen', time: iso(now), vm: vmName, container: c.container, rule: 'trend', resource: r, score: c.projected, candidates: cands };
+    return { type: 'container_chosen', time: iso(now), vm: vmName, container: c.container, rule: 'trend', resource: r, score: c.projected, candidates: all };
   }
 
   /** HPA over every resource with a metric: the maximum desired wins (as HPA does with several metrics). */

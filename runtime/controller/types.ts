@@ -70,6 +70,12 @@ export interface PolicyConfig {
   /** Look-ahead for the trend rule: expected time until a new replica serves (s). Default 15. */
   trendHorizonS?: number;
   /**
+   * The trend rule only considers a container that accounts for at least this fraction of the VM's own
+   * utilisation of the hot resource (a periodic job at a quarter of a noisy VM reading is not why the
+   * VM is hot, and scaling it out relieves little). Default 0.5.
+   */
+  trendMinShare?: number;
+  /**
    * A counter baseline older than this is discarded instead of producing a rate over the whole gap
    * (container sampling is intermittent). Default 10 000 ms.
    */
@@ -127,8 +133,25 @@ export interface ContainerChosenEvent extends EventBase {
   resource: Resource;
   /** over_threshold: value/threshold; trend: projected utilisation */
   score: number;
-  /** trend rule only: the candidates with their share, slope (per s) and projection */
-  candidates?: { container: string; share: number; util: number; slope: number; projected: number }[];
+  /** trend rule only: the candidates with their share (of the VM's utilisation), slope (per s) and projection */
+  candidates?: TrendCandidate[];
+}
+export interface TrendCandidate {
+  container: string;
+  /** utilisation / the VM's utilisation of the resource */
+  share: number;
+  util: number;
+  slope: number;
+  projected: number;
+}
+/** The VM is hot but the trend rule found no container with a meaningful share of its load. */
+export interface NoChoiceEvent extends EventBase {
+  type: 'no_choice';
+  vm: string;
+  resource: Resource;
+  vm_util: number;
+  min_share: number;
+  candidates: TrendCandidate[];
 }
 export interface DecisionEvent extends EventBase {
   type: 'decision';
@@ -196,6 +219,7 @@ export type ControllerEvent =
   | ContainersSampledEvent
   | ContainerHotEvent
   | ContainerChosenEvent
+  | NoChoiceEvent
   | DecisionEvent
   | CooldownSkipEvent
   | ToleranceSkipEvent

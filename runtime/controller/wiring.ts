@@ -7,10 +7,10 @@
 //  * TrackingProvisioner: remembers the VMs it handed out, so a balancer can find a replica's address.
 //  * timeline(): detect/decide/clone/boot/ready times of one scale-out, from the controller's events.
 
-import { readFileSync } from 'node:fs';
 import { GuestFaultError } from '../errors.ts';
 import type { GuestMonitor } from '../guest-monitor.ts';
 import { openQemuMonitor } from '../monitor-loop.ts';
+import { QemuProcStats } from '../qemu-proc-stats.ts';
 import type { QemuLiveBackend } from '../backends/qemu-live.ts';
 import type { Acquired, Provisioner, ReleaseMode, Vm, VmSpec } from '../provisioners/provisioner.ts';
 import type { Sample } from '../sample.ts';
@@ -28,40 +28,23 @@ export interface DirectQemu {
   memMiB: number;
 }
 
-/** USER_HZ: /proc/<pid>/stat times are in clock ticks (100 on Linux/x86). */
-const CLK_TCK = 100;
-
 /**
- * One reading of a directly started QEMU from /proc: utime+stime of the whole process (all vCPU
- * threads, as libvirt's cpu.time counts the VM's cgroup), VmRSS, and read_bytes/write_bytes from
- * /proc/<pid>/io (the bytes QEMU moved to/from the host's block layer for the guest's disks; page-cache
- * hits are not counted, which is what a "disk is busy" signal wants). No NIC counters (0).
+ * One reading of a directly started QEMU: CPU time of all its threads in ns (as libvirt's cpu.time
+ * counts the VM's cgroup), VmRSS, and the bytes it moved through the host's block layer for the guest's
+ * disks. No NIC counters (0). `proc` keeps per-thread state between readings (see qemu-proc-stats.ts).
  */
-export function readProcVmStats(q: DirectQemu): VmStats {
+export function readProcVmStats(q: DirectQemu, proc = new QemuProcStats(q.pid)): VmStats {
   const time = new Date().toISOString();
-  const stat = readFileSync(`/proc/${q.pid}/stat`, 'utf8');
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  const ticks = Number(f[11]) + Number(f[12]);
-  const status = readFileSync(`/proc/${q.pid}/status`, 'utf8');
-  const rssKiB = Number(/^VmRSS:\s+(\d+)/m.exec(status)?.[1] ?? 0);
-  let rd = 0;
-  let wr = 0;
-  try {
-    const io = readFileSync(`/proc/${q.pid}/io`, 'utf8');
-    rd = Number(/^read_bytes:\s+(\d+)/m.exec(io)?.[1] ?? 0);
-    wr = Number(/^write_bytes:\s+(\d+)/m.exec(io)?.[1] ?? 0);
-  } catch {
-    /* /proc/<pid>/io needs ptrace access; root has it */
-  }
+  const r = proc.read();
   return {
     time,
     vm: q.name,
     vcpus: q.vcpus,
-    cpu_time_ns: Math.round((ticks * 1e9) / CLK_TCK),
-    memory_used_bytes: rssKiB * 1024,
+    cpu_time_ns: r.cpu_time_ns,
+    memory_used_bytes: r.rss_bytes,
     memory_total_bytes: q.memMiB * 1024 * 1024,
-    block_rd_bytes: rd,
-    block_wr_bytes: wr,
+    block_rd_bytes: r.read_bytes,
+    block_wr_bytes: r.write_bytes,
     net_rx_bytes: 0,
     net_tx_bytes: 0,
   };
@@ -69,11 +52,11 @@ export function readProcVmStats(q: DirectQemu): VmStats {
 
 /** VM-level stats for direct QEMU processes, else from a fallback (a provisioner's vmStats). */
 export class ProcVmStats implements VmStatsSource {
-  private readonly direct = new Map<string, DirectQemu>();
+  private readonly direct = new Map<string, { q: DirectQemu; proc: QemuProcStats }>();
   constructor(private readonly fallback?: Pick<Provisioner, 'vmStats'>) {}
 
   add(q: DirectQemu): this {
-    this.direct.set(q.name, q);
+    this.direct.set(q.name, { q, proc: new QemuProcStats(q.pid) });
     return this;
   }
 
@@ -82,8 +65,8 @@ export class ProcVmStats implements VmStatsSource {
   }
 
   async vmStats(vm: string): Promise<VmStats> {
-    const q = this.direct.get(vm);
-    if (q) return readProcVmStats(q);
+    const d = this.direct.get(vm);
+    if (d) return readProcVmStats(d.q, d.proc);
     if (this.fallback) return this.fallback.vmStats(vm);
     throw new Error(`no VM-level stats source for ${vm}`);
   }
@@ -158,24 +141,37 @@ export class MonitorSampler implements ContainerSampler {
     return s;
   }
 
+  /**
+   * A baseline sample for the Autoscaler (`containerBaseline: 'kept'`): never paused, so the guest does
+   * not stall every interval.
+   */
+  baseline(vm: string): Promise<Sample> {
+    return this.read(vm, false);
+  }
+
   /** One sample (paused around it when consistent); a guest fault refreshes CR3/slide and retries once. */
-  async sample(vm: string): Promise<Sample> {
+  sample(vm: string): Promise<Sample> {
+    return this.read(vm, true);
+  }
+
+  /** Reads of one VM are serialised: a pause/resume pair must not interleave with another read. */
+  private read(vm: string, pausable: boolean): Promise<Sample> {
     const a = this.vms.get(vm);
-    if (!a) throw new Error(`VM ${vm} is not attached to the monitor`);
+    if (!a) return Promise.reject(new Error(`VM ${vm} is not attached to the monitor`));
+    const once = async (): Promise<Sample> => {
+      if (!pausable || !a.consistent) return a.monitor.sample();
+      const t0 = performance.now();
+      await a.backend.pause();
+      let s: Sample;
+      try {
+        s = a.monitor.sample();
+      } finally {
+        await a.backend.resume();
+      }
+      s.pause_us = Math.round((performance.now() - t0) * 1000);
+      return s;
+    };
     const run = async (): Promise<Sample> => {
-      const once = async (): Promise<Sample> => {
-        if (!a.consistent) return a.monitor.sample();
-        const t0 = performance.now();
-        await a.backend.pause();
-        let s: Sample;
-        try {
-          s = a.monitor.sample();
-        } finally {
-          await a.backend.resume();
-        }
-        s.pause_us = Math.round((performance.now() - t0) * 1000);
-        return s;
-      };
       try {
         return this.finish(vm, a, await once());
       } catch (e) {

@@ -27,27 +27,18 @@ import { busyboxInitramfs } from '../provisioners/guest.ts';
 import { QemuDirectProvisioner } from '../provisioners/qemu-direct.ts';
 import type { Vm } from '../provisioners/provisioner.ts';
 import { sleep } from '../provisioners/common.ts';
-import { ensureKernel, resolveModules } from '../guest-images.ts';
+import { ensureKernel, initPreamble, resolveModules } from '../guest-images.ts';
 import type { L2Segment } from './netns.ts';
 
 export const LB_MODULES = ['e1000', 'crc32c_generic', 'ip_vs', 'ip_vs_rr'];
 
-const LB_INIT = `#!/bin/busybox sh
-/bin/busybox mkdir -p /proc /sys /dev /tmp /run
-/bin/busybox mount -t proc proc /proc
-/bin/busybox mount -t sysfs sysfs /sys
-/bin/busybox mount -t devtmpfs devtmpfs /dev 2>/dev/null
-/bin/busybox --install -s /bin
-export PATH=/sbin:/bin
-mount -t tmpfs tmpfs /tmp
-ip=; vip=
+const LB_INIT = `${initPreamble()}ip=; vip=
 for w in $(cat /proc/cmdline); do
   case "$w" in
     ciel.ip=*) ip="\${w#ciel.ip=}";;
     ciel.vip=*) vip="\${w#ciel.vip=}";;
   esac
 done
-for m in $(cat /etc/ciel/modules.order); do insmod "/lib/modules/$m" 2>/dev/null; done
 ip link set lo up
 ip link set eth0 up
 ip addr add "$ip" dev eth0

@@ -83,16 +83,3 @@ export function pidAlive(pid: number): boolean {
     return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
-
-let clkTck: number | undefined;
-/** USER_HZ for /proc/<pid>/stat times (sysconf(_SC_CLK_TCK), 100 on Linux/x86). */
-export async function clockTicks(): Promise<number> {
-  if (clkTck === undefined) {
-    try {
-      clkTck = Number((await execa('getconf', ['CLK_TCK'])).stdout.trim()) || 100;
-    } catch {
-      clkTck = 100;
-    }
-  }
-  return clkTck;
-}

@@ -31,7 +31,7 @@ import { createHash } from 'node:crypto';
 import { execa } from 'execa';
 import { cacheDir } from '../cache.ts';
 import { ToolError } from '../errors.ts';
-import { ensureKernel, Initramfs, resolveModules } from '../guest-images.ts';
+import { ensureKernel, Initramfs, initPreamble, resolveModules } from '../guest-images.ts';
 import type { VmSpec } from './provisioner.ts';
 
 export const GUEST_KERNEL_RELEASE = '6.1.0-56-amd64';
@@ -140,15 +140,7 @@ n=$(grep -c 'response:' "/tmp/httpd-$1.log" 2>/dev/null)
 echo "\${n:-0}"
 `;
 
-const INIT = `#!/bin/busybox sh
-/bin/busybox mkdir -p /proc /sys /dev /tmp /run /mnt /www
-/bin/busybox mount -t proc proc /proc
-/bin/busybox mount -t sysfs sysfs /sys
-/bin/busybox mount -t devtmpfs devtmpfs /dev 2>/dev/null
-/bin/busybox --install -s /bin
-export PATH=/sbin:/bin
-mount -t tmpfs tmpfs /tmp
-mount -t tmpfs tmpfs /run
+const INIT = `${initPreamble(['/mnt', '/www'])}mount -t tmpfs tmpfs /run
 mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null
 c=none; load=0; ip=; vip=; warm=
 for w in $(cat /proc/cmdline); do
@@ -160,7 +152,6 @@ for w in $(cat /proc/cmdline); do
     ciel.warm=1) warm=1;;
   esac
 done
-for m in $(cat /etc/ciel/modules.order); do insmod "/lib/modules/$m" 2>/dev/null; done
 # the disk, edited offline before boot, decides which containers start and may set the address
 enabled="$c"
 if [ -z "$warm" ] && [ -b /dev/vda ] && mount -t ext4 -o ro /dev/vda /mnt 2>/dev/null; then

@@ -8,26 +8,27 @@
 //
 // Every VM gets a second UART (ttyS1) backed by a unix socket: the control channel. The test guest
 // (guest.ts) and the LB VM run a command loop there; `exec(vm, script)` runs a shell script in the guest
-// (GuestChannel below is the host side).
+// (guest-channel.ts is the host side).
 //
 // Warm start (Kaleidoscope's lesson, paper 002: restoring a booted VM's memory beats booting): a booted
 // minimal VM (the guest's `ciel.warm=1` mode: modules loaded, NIC up, no identity) is saved once with
 // QEMU's `migrate "exec:cat > FILE"` (QEMU 7.2 has no `file:` migration URI; it came with 8.2), and each
 // new VM is a fresh QEMU started with `-incoming "exec:cat FILE"` on its own overlay disk, then its
-// identity is fixed up over the control channel: MAC (the e1000's MAC comes back from the snapshot),
+// identity is fixed up over the control channel (warm-identity.ts): MAC (the e1000's MAC comes back from the snapshot),
 // address, VIP, and the container(s) it runs.
 
 import { chooseAccel } from '../accel.ts';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { connect, type Socket } from 'node:net';
-import { randomBytes } from 'node:crypto';
+import { existsSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { cacheDir } from '../cache.ts';
 import { ToolError } from '../errors.ts';
 import { QmpClient } from '../qmp.ts';
+import { QemuProcStats } from '../qemu-proc-stats.ts';
 import type { VmStats } from '../controller/types.ts';
-import { clockTicks, cloneDisk, newMac, sleep, waitForText } from './common.ts';
+import { cloneDisk, newMac, sleep, waitForText } from './common.ts';
+import { GuestChannel, type ExecResult } from './guest-channel.ts';
+import { fixupScript, type WarmIdentity, type WarmImage } from './warm-identity.ts';
 import { checkName, pickFromPool, readyLine, type Acquired, type Provisioner, type ReleaseMode, type Vm, type VmSpec } from './provisioner.ts';
 
 export interface QemuDirectOptions {
@@ -79,6 +80,8 @@ interface Rec {
   child?: ChildProcess;
   exited?: Promise<void>;
   qmp?: QmpClient;
+  /** per-thread CPU clock of the running QEMU (vmStats) */
+  proc?: QemuProcStats;
   stderr: string;
 }
 
@@ -355,13 +358,8 @@ export class QemuDirectProvisioner implements Provisioner {
     const vm = r.vm;
     if (vm.pid === undefined || !r.child) throw new Error(`VM ${vm.name} is not running`);
     const time = new Date().toISOString();
-    const stat = readFileSync(`/proc/${vm.pid}/stat`, 'utf8');
-    // fields after "(comm)": state is field 3, utime 14, stime 15
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    const ticks = Number(f[11]) + Number(f[12]);
-    const hz = await clockTicks();
-    const status = readFileSync(`/proc/${vm.pid}/status`, 'utf8');
-    const rssKiB = Number(/^VmRSS:\s+(\d+)/m.exec(status)?.[1] ?? 0);
+    if (r.proc?.pid !== vm.pid) r.proc = new QemuProcStats(vm.pid);
+    const p = r.proc.read();
     let rd = 0;
     let wr = 0;
     if (r.qmp && !r.qmp.closed) {
@@ -376,8 +374,8 @@ export class QemuDirectProvisioner implements Provisioner {
       time,
       vm: vm.name,
       vcpus: vm.spec.vcpus,
-      cpu_time_ns: Math.round((ticks * 1e9) / hz),
-      memory_used_bytes: rssKiB * 1024,
+      cpu_time_ns: p.cpu_time_ns,
+      memory_used_bytes: p.rss_bytes,
       memory_total_bytes: vm.spec.memMiB * 1024 * 1024,
       block_rd_bytes: rd,
       block_wr_bytes: wr,
@@ -478,15 +476,7 @@ export class QemuDirectProvisioner implements Provisioner {
       await this.start(vm);
       const restore_ms = performance.now() - t0;
       r.incoming = undefined;
-      const containers = identity.containers ?? [spec.container];
-      const q = (x: string) => `'${x.replace(/'/g, `'\\''`)}'`;
-      const lines = [`ciel-net -m ${q(r.mac)} ${q(identity.ip ?? '')} ${q(identity.vip ?? '')}`];
-      containers.forEach((c, i) => {
-        lines.push(i === 0 ? `ciel-start ${q(c)} ${identity.load ?? 0} ${identity.ip ? 'http' : ''}` : `ciel-start ${q(c)} 0`);
-      });
-      lines.push(`echo "CIEL-CONTAINERS ${containers.join(' ')}" > /dev/ttyS0`);
-      for (const c of containers) lines.push(`echo "CIEL-READY ${c}" > /dev/ttyS0`);
-      const res = await this.exec(vm, lines.join('\n'), this.o.bootTimeoutMs ?? 90_000);
+      const res = await this.exec(vm, fixupScript(r.mac, identity, spec.container), this.o.bootTimeoutMs ?? 90_000);
       if (res.rc !== 0) throw new Error(`identity fix-up of ${vm.name} failed (rc ${res.rc}): ${res.out}`);
       const boot_ms = performance.now() - t0;
       vm.spec = { ...vm.spec, ready: spec.ready };
@@ -495,136 +485,5 @@ export class QemuDirectProvisioner implements Provisioner {
       await this.destroy(vm);
       throw err;
     }
-  }
-}
-
-/** A saved memory image of a booted minimal VM (saveWarmImage). */
-export interface WarmImage {
-  file: string;
-  /** the saved VM's spec: clones must use the same vCPUs, memory, kernel, initrd and cmdline */
-  spec: VmSpec;
-}
-
-export interface WarmIdentity {
-  /** CIDR for eth0 */
-  ip?: string;
-  /** direct-routing VIP (on lo, ARP-silent) */
-  vip?: string;
-  /** containers to start; default [spec.container] */
-  containers?: string[];
-  load?: number;
-}
-
-export interface ExecResult {
-  out: string;
-  rc: number;
-}
-
-/**
- * Host side of the guest's control loop on its second UART (guest.ts CTL_SCRIPT): sends
- * `<id> <base64 script>` lines, reads `@@B <id>`, the output, `@@E <id> <rc>`. Commands run one at a
- * time. The UART drops what arrives before the guest's loop opens it: waitReady() pings until it answers.
- */
-export class GuestChannel {
-  private buf = '';
-  private gone: string | null = null;
-  private queue: Promise<unknown> = Promise.resolve();
-  private waiters = new Set<() => void>();
-
-  private constructor(private readonly sock: Socket, readonly path: string) {
-    sock.setEncoding('latin1');
-    sock.on('data', (d: string) => {
-      this.buf = (this.buf + d).slice(-1024 * 1024);
-      for (const w of [...this.waiters]) w();
-    });
-    const fail = (why: string) => {
-      if (this.gone) return;
-      this.gone = why;
-      for (const w of [...this.waiters]) w();
-    };
-    sock.on('error', (e) => fail(e.message));
-    sock.on('close', () => fail('channel closed'));
-  }
-
-  static async connect(path: string, timeoutMs = 10_000): Promise<GuestChannel> {
-    const deadline = performance.now() + timeoutMs;
-    for (;;) {
-      try {
-        const sock = await new Promise<Socket>((res, rej) => {
-          const s = connect(path);
-          s.once('connect', () => res(s));
-          s.once('error', rej);
-        });
-        return new GuestChannel(sock, path);
-      } catch (err) {
-        if (performance.now() > deadline) throw new ToolError('qemu', `control channel ${path}: ${(err as Error).message}`);
-        await sleep(20);
-      }
-    }
-  }
-
-  get closed(): boolean {
-    return this.gone !== null;
-  }
-
-  close(): void {
-    this.gone ??= 'closed';
-    this.sock.destroy();
-  }
-
-  /** Wait for `re` in the buffer; returns the match (the buffer is consumed up to its end). */
-  private waitFor(re: RegExp, timeoutMs: number): Promise<RegExpExecArray | null> {
-    return new Promise((resolve, reject) => {
-      const check = () => {
-        const m = re.exec(this.buf);
-        if (m) {
-          done();
-          this.buf = this.buf.slice(m.index + m[0].length);
-          resolve(m);
-        } else if (this.gone) {
-          done();
-          reject(new ToolError('qemu', `control channel ${this.path}: ${this.gone}`));
-        }
-      };
-      const timer = setTimeout(() => {
-        done();
-        resolve(null);
-      }, timeoutMs);
-      const done = () => {
-        clearTimeout(timer);
-        this.waiters.delete(check);
-      };
-      this.waiters.add(check);
-      check();
-    });
-  }
-
-  private send(id: string, script: string): void {
-    this.sock.write(`${id} ${Buffer.from(script).toString('base64')}\n`);
-  }
-
-  /** Ping (`true`) every `everyMs` until the guest's loop answers. */
-  async waitReady(timeoutMs = 30_000, everyMs = 500): Promise<void> {
-    const deadline = performance.now() + timeoutMs;
-    for (;;) {
-      const id = randomBytes(6).toString('hex');
-      this.send(id, 'true');
-      if (await this.waitFor(new RegExp(`@@E ${id} \\d+\\n`), everyMs)) return;
-      if (performance.now() > deadline) throw new ToolError('qemu', `control channel ${this.path}: the guest did not answer within ${timeoutMs} ms`);
-    }
-  }
-
-  /** Run a shell script in the guest; output (stdout+stderr) and exit code. */
-  exec(script: string, timeoutMs = 30_000): Promise<ExecResult> {
-    const run = async (): Promise<ExecResult> => {
-      const id = randomBytes(6).toString('hex');
-      this.send(id, script);
-      const m = await this.waitFor(new RegExp(`@@B ${id}\\n([\\s\\S]*?)@@E ${id} (\\d+)\\n`), timeoutMs);
-      if (!m) throw new ToolError('qemu', `control channel ${this.path}: no answer within ${timeoutMs} ms to ${JSON.stringify(script.slice(0, 80))}`);
-      return { out: m[1]!, rc: Number(m[2]) };
-    };
-    const p = this.queue.then(run, run);
-    this.queue = p.catch(() => {});
-    return p;
   }
 }

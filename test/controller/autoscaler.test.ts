@@ -89,6 +89,7 @@ describe('Autoscaler loop', () => {
       sleep: async (ms) => {
         clock.ms += ms;
       },
+      containerBaseline: 'on-demand',
       baselineMs: 200,
       specFor: (container, name) => ({
         name,
@@ -131,6 +132,54 @@ describe('Autoscaler loop', () => {
     expect(parsed.filter((e) => e.type === 'vm_check')).toHaveLength(script.length);
   });
 
+  it("kept baseline (the default): cool intervals take one unpaused baseline read, the first hot interval decides at once", async () => {
+    const clock = new FakeClock();
+    const engine = new PolicyEngine({ policies: [{ resource: 'cpu', vmThreshold: 0.8, containerThreshold: 0.7, target: 0.5 }] }, clock.now);
+    const script: [number, Record<string, number>][] = [
+      [0, { web: 0, db: 0 }],
+      [0.3, { web: 0.1, db: 0.1 }],
+      [0.3, { web: 0.1, db: 0.1 }],
+      [0.95, { web: 0.9, db: 0.05 }],
+    ];
+    const vmS = new VmSeries('origin', 1);
+    const cs = new ContainerSeries('origin', 1);
+    let i = 0;
+    const reads: string[] = [];
+    const a = new Autoscaler({
+      vms: ['origin'],
+      engine,
+      vmSource: { vmStats: async (): Promise<VmStats> => vmS.at(i * 1000, script[i]![0]) },
+      sampler: {
+        sample: async (): Promise<Sample> => {
+          reads.push(`sample@${clock.ms - T0}`);
+          return cs.at(clock.ms - T0, script[i]![1]);
+        },
+        baseline: async (): Promise<Sample> => {
+          reads.push(`baseline@${clock.ms - T0}`);
+          return cs.at(clock.ms - T0, script[i]![1]);
+        },
+      },
+      provisioner: new FakeProvisioner(),
+      lb: new FakeLb(),
+      clock: clock.now,
+      sleep: async (ms) => {
+        clock.ms += ms;
+      },
+      specFor: (container, name) => ({ name, vcpus: 1, memMiB: 128, kernel: 'k', initrd: 'i', cmdline: '', disk: 'overlay', container }),
+      emit: () => {},
+    });
+    const decisions: string[] = [];
+    for (i = 0; i < script.length; i++) {
+      clock.set(i * 1000);
+      cs.at(i * 1000, script[i]![1]);
+      for (const e of await a.step()) if (e.type === 'decision') decisions.push(`${e.action} ${e.container} ${e.from}->${e.to} @${e.time.slice(17, 19)}`);
+      await a.idle();
+    }
+    // no extra baseline read and no wait once hot: one consistent sample at 3 s, and the decision with it
+    expect(reads).toEqual(['baseline@0', 'baseline@1000', 'baseline@2000', 'sample@3000']);
+    expect(decisions).toEqual(['scale_out web 1->2 @03']);
+  });
+
   it('a failing stats source or sampler becomes an error event; the loop goes on', async () => {
     const clock = new FakeClock();
     const engine = new PolicyEngine({ policies: [{ resource: 'cpu', vmThreshold: 0.5, target: 0.5 }] }, clock.now);
@@ -163,8 +212,10 @@ describe('Autoscaler loop', () => {
     clock.set(1000);
     await a.step();
     const errs = events.filter((e) => e.type === 'error');
+    // the cool first interval's kept baseline fails too, and does not stop the loop
     expect(errs.map((e) => e.type === 'error' && [e.where, e.vm, e.error])).toEqual([
       ['vm_stats', 'gone', 'domain not found'],
+      ['container_sample', 'ok', 'VMI read failed'],
       ['vm_stats', 'gone', 'domain not found'],
       ['container_sample', 'ok', 'VMI read failed'],
     ]);

@@ -145,7 +145,8 @@ describe('container choice', () => {
 
   it('none over threshold: the trend rule picks the rising container, not the larger flat one', () => {
     // 2 vCPUs; a flat at 40 %, b rising 6 %/s at irregular times; VM hot only at the last reading
-    const d = driver(cpuPolicy({ trendPoints: 5, trendHorizonS: 15 }, { vmThreshold: 0.75, containerThreshold: 0.7, vmTarget: 0.6 }), 2);
+    // both carry a meaningful share (a 47 %, b 45 % of the VM's 85 %: trendMinShare 0.4 here)
+    const d = driver(cpuPolicy({ trendPoints: 5, trendHorizonS: 15, trendMinShare: 0.4 }, { vmThreshold: 0.75, containerThreshold: 0.7, vmTarget: 0.6 }), 2);
     d.step(0, 0, { a: 0, b: 0 }, true);
     d.step(1000, 0.6, { a: 0.4, b: 0.2 }, true);
     d.step(2000, 0.66, { a: 0.4, b: 0.26 }, true);
@@ -161,21 +162,21 @@ describe('container choice', () => {
     expect(c.b!.slope).toBeCloseTo(0.06, 9);
     expect(c.a!.projected).toBeCloseTo(0.4, 9);
     expect(c.b!.projected).toBeCloseTo(0.38 + 0.06 * 15, 9);
-    expect(c.a!.share).toBeCloseTo(0.4 / 0.78, 9);
+    expect(c.a!.share).toBeCloseTo(0.4 / 0.85, 9);
     // sized from the VM's ratio: ceil(1 * 0.85 / 0.6) = 2
     expect(r.decisions.map(strip)).toEqual([{ action: 'scale_out', container: 'b', from: 1, to: 2, resource: 'cpu' }]);
     expect(r.decisions[0]!.reason).toMatch(/^trend/);
   });
 
   it('trend rule with no history falls back to the largest share; ties to the smaller name', () => {
-    const d = driver(cpuPolicy({}, { vmThreshold: 0.75, containerThreshold: 0.7, vmTarget: 0.6 }));
+    const d = driver(cpuPolicy({ trendMinShare: 0.3 }, { vmThreshold: 0.75, containerThreshold: 0.7, vmTarget: 0.6 }));
     d.step(0, 0, { x: 0, y: 0, z: 0 }, true);
     const r = d.step(1000, 0.9, { x: 0.3, y: 0.3, z: 0.2 });
     expect(of(r.events, 'container_chosen')).toMatchObject([{ container: 'x', rule: 'trend' }]);
   });
 
   it('trend slope uses real sample times (irregular intervals)', () => {
-    const d = driver(cpuPolicy({ trendHorizonS: 10 }, { vmThreshold: 0.75, containerThreshold: 0.7 }));
+    const d = driver(cpuPolicy({ trendHorizonS: 10, trendMinShare: 0.2 }, { vmThreshold: 0.75, containerThreshold: 0.7 }));
     d.step(0, 0, { a: 0, b: 0 }, true);
     d.step(500, 0.5, { a: 0.3, b: 0.3 }, true);
     d.step(2500, 0.5, { a: 0.3, b: 0.2 }, true); // b falls 0.05/s over the real 2 s
@@ -184,6 +185,43 @@ describe('container choice', () => {
     // b points at x = 0.5, 2.5, 3.0 s: y = 0.3, 0.2, 0.175 → lsq slope -0.05/s exactly
     expect(c.b!.slope).toBeCloseTo(-0.05, 9);
     expect(of(r.events, 'container_chosen')[0]!.container).toBe('a');
+  });
+});
+
+describe('trend rule: a meaningful share of the VM load', () => {
+  // 2 vCPUs at 10 Hz, the demo's thresholds. Series from the demo's origin VM: idle VM readings are
+  // 0.15-0.25 (TCG overhead + db + batch), batch alternates 0.15 / 0.01 of the VM (30 % / 2 % of a CPU).
+  const demo = () => cpuPolicy({ maxReplicas: 2 }, { vmThreshold: 0.35, containerThreshold: 0.45, target: 0.4, vmTarget: 0.3 });
+
+  it('a noisy VM reading while the periodic job steps up chooses nobody (no_choice), and decides nothing', () => {
+    const d = driver(demo(), 2);
+    d.step(0, 0, { web: 0, db: 0, batch: 0 }, true);
+    d.step(100, 0.2, { web: 0.025, db: 0.04, batch: 0.01 }, true);
+    d.step(200, 0.21, { web: 0.025, db: 0.04, batch: 0.01 }, true);
+    // batch steps up to 0.15 (its own threshold is 0.45) and the VM reads 0.4 for one interval
+    const r = d.step(300, 0.4, { web: 0.025, db: 0.04, batch: 0.15 });
+    expect(r.sampled).toBe(true);
+    expect(of(r.events, 'container_chosen')).toEqual([]);
+    const nc = of(r.events, 'no_choice');
+    expect(nc).toHaveLength(1);
+    expect(nc[0]!.min_share).toBe(0.5);
+    expect(nc[0]!.vm_util).toBeCloseTo(0.4, 9);
+    // batch's share: 0.15 of the VM's 0.4
+    expect(nc[0]!.candidates.find((c) => c.container === 'batch')!.share).toBeCloseTo(0.375, 9);
+    expect(r.decisions).toEqual([]);
+  });
+
+  it('the container that carries the rise is chosen at the first hot interval and sized by the VM ratio', () => {
+    const d = driver(demo(), 2);
+    d.step(0, 0, { web: 0, db: 0, batch: 0 }, true);
+    d.step(100, 0.2, { web: 0.025, db: 0.04, batch: 0.01 }, true);
+    d.step(200, 0.21, { web: 0.025, db: 0.04, batch: 0.01 }, true);
+    // web's load stepped up 70 ms before this reading: 0.3 of the window, below its own 0.45
+    const r = d.step(300, 0.48, { web: 0.3, db: 0.04, batch: 0.01 });
+    expect(of(r.events, 'container_hot')).toEqual([]);
+    expect(of(r.events, 'container_chosen')).toMatchObject([{ container: 'web', rule: 'trend' }]);
+    // ceil(1 * 0.48 / 0.3) = 2
+    expect(r.decisions.map(strip)).toEqual([{ action: 'scale_out', container: 'web', from: 1, to: 2, resource: 'cpu' }]);
   });
 });
 

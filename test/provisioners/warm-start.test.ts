@@ -11,7 +11,8 @@ import { cacheDir } from '../../runtime/cache.ts';
 import { L2Segment } from '../../runtime/lb/netns.ts';
 import { ensureTestGuest, type TestGuest } from '../../runtime/provisioners/guest.ts';
 import type { VmSpec } from '../../runtime/provisioners/provisioner.ts';
-import { QemuDirectProvisioner, type WarmImage } from '../../runtime/provisioners/qemu-direct.ts';
+import { QemuDirectProvisioner } from '../../runtime/provisioners/qemu-direct.ts';
+import type { WarmImage } from '../../runtime/provisioners/warm-identity.ts';
 
 const dir = cacheDir('provisioner-test', 'warm');
 let guest: TestGuest;
