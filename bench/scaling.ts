@@ -7,7 +7,8 @@
 //    clone, pooled reuse of a paused VM (resume) and of a stopped VM (boot, no clone), warm start (restore
 //    of a saved memory image of a booted minimal VM + identity fix-up) when the provisioner offers it, and
 //    the traditional whole-VM clone: a full copy of a whole VM's 128 MiB disk + booting the whole test guest
-//    (2 vCPUs, 512 MiB) until all three services run. Ratios are to the traditional clone+boot.
+//    (2 vCPUs, 512 MiB) until all three services run. Ratios are to the traditional clone+boot. Then the
+//    libvirt provisioner's overlay clone, paused-pool resume and warm start (bench/scaling-libvirt.ts).
 //    Measured with no origin load running (the host's 2 cores are otherwise shared with other work).
 
 import { execFileSync } from 'node:child_process';
@@ -22,6 +23,7 @@ import { QemuDirectProvisioner } from '../runtime/provisioners/qemu-direct.ts';
 import { bootGuest } from '../test/guest/boot.ts';
 import { ORIGIN_MEM_MIB, ORIGIN_VCPUS, RELEASE } from '../test/e2e/scenario.ts';
 import { latencyTrials, type LatencyRow } from './scaling-latency.ts';
+import { benchLibvirtScaleOut } from './scaling-libvirt.ts';
 import { serviceNames, startServices } from '../test/e2e/services.ts';
 
 const median = (xs: number[]) => {
@@ -212,14 +214,20 @@ export async function benchScaling(
       const boot_ms = median(m.boot);
       return { method, clone_ms, boot_ms, total_ms: median(m.clone.map((c, i) => c + m.boot[i]!)), note: m.note };
     });
+    // the same minimal VM through libvirt (libvirtd started when absent)
+    try {
+      rows.push(...(await benchLibvirtScaleOut(reps, progress)));
+    } catch (e) {
+      rows.push({ method: 'libvirt (all rows)', clone_ms: NaN, boot_ms: NaN, total_ms: NaN, note: `failed: ${(e as Error).message.slice(0, 160)}` });
+    }
 
     const trad = rows.find((r) => r.method === M.trad)!.total_ms;
-    log(`Scale-out time (QEMU-direct, TCG; minimal VM = 1 vCPU, 256 MiB, web only, until its ready line; median of ${reps})`);
-    log('method                                        clone ms   boot ms   total ms   vs traditional');
+    log(`Scale-out time (QEMU-direct unless named libvirt, TCG; minimal VM = 1 vCPU, 256 MiB, web only, until its ready line; median of ${reps})`);
+    log('method                                               clone ms   boot ms   total ms   vs traditional');
     for (const r of rows) {
       const f = (x: number) => (Number.isFinite(x) ? x.toFixed(x < 10 ? 1 : 0) : '-').padStart(9);
       const ratio = Number.isFinite(r.total_ms) ? `${((r.total_ms / trad) * 100).toFixed(r.total_ms / trad < 0.01 ? 3 : 1)}%` : '-';
-      log(`${r.method.padEnd(45)} ${f(r.clone_ms)} ${f(r.boot_ms)}  ${f(r.total_ms)}   ${ratio.padStart(8)}${r.note ? `   ${r.note}` : ''}`);
+      log(`${r.method.padEnd(52)} ${f(r.clone_ms)} ${f(r.boot_ms)}  ${f(r.total_ms)}   ${ratio.padStart(8)}${r.note ? `   ${r.note}` : ''}`);
     }
   }
   return { latency, scaleOut: rows };

@@ -86,6 +86,10 @@ function describe(t: TimedEvent, s: Scenario): string | undefined {
       if (lastChosen === `${e.container}/${e.rule}`) return undefined;
       lastChosen = `${e.container}/${e.rule}`;
       return `${at} ● chosen: ${e.container} (${e.rule}, ${e.resource}, score ${e.score.toFixed(2)})`;
+    case 'no_choice':
+      if (lastChosen === 'none') return undefined;
+      lastChosen = 'none';
+      return `${at} ○ VM hot, no container carries ${(e.min_share * 100).toFixed(0)}% of its ${e.resource} (${e.candidates.map((c) => `${c.container} ${(c.share * 100).toFixed(0)}%`).join(', ') || 'none'}): nothing to scale out`;
     case 'decision':
       return `${at} ■ DECISION ${e.action} ${e.container} ${e.from} → ${e.to} (${e.reason})`;
     case 'scaled_out':

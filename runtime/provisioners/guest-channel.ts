@@ -56,6 +56,18 @@ export class GuestChannel {
     }
   }
 
+  /** Connect and wait until the guest's loop answers (a channel ready for exec). */
+  static async open(path: string, timeoutMs = 30_000): Promise<GuestChannel> {
+    const ch = await GuestChannel.connect(path, timeoutMs);
+    try {
+      await ch.waitReady(timeoutMs);
+    } catch (err) {
+      ch.close();
+      throw err;
+    }
+    return ch;
+  }
+
   get closed(): boolean {
     return this.gone !== null;
   }

@@ -7,15 +7,20 @@
 // process spawn but needs hand-written koffi bindings for virTypedParameter arrays
 // (virConnectGetAllDomainStats) and careful ownership of libvirt objects; not worth it at 1 Hz.
 //
-// Domains: `type='qemu'` (TCG) unless KVM is a real hardware backend (runtime/accel.ts), direct kernel boot (<kernel>,
-// <initrd>, <cmdline>), serial console to a file, guest RAM in a shared file the monitor can read
-// (<memoryBacking><source type='file'/><access mode='shared'/>), QEMU running as root through a static
-// DAC <seclabel> (so kernel/disk files under /root/.cache need no relabelling, and qemu.conf is left
-// alone). Clone = dumpxml --inactive of the template domain, new name, no uuid (libvirt makes one), new
-// MAC, new disk (qcow2 overlay on the template's disk, or a sparse copy) and serial path, vCPUs/memory
-// and cmdline of the one container, define, start.
+// Domains (XML in libvirt-xml.ts): `type='qemu'` (TCG) unless KVM is a real hardware backend
+// (runtime/accel.ts), direct kernel boot (<kernel>, <initrd>, <cmdline>), serial console to a file, a
+// second UART backed by a unix socket as the control channel (guest-channel.ts; `exec(vm, script)`),
+// guest RAM in a shared file the monitor can read (<memoryBacking><source type='file'/><access
+// mode='shared'/>), QEMU running as root through a static DAC <seclabel> (so kernel/disk files under
+// /root/.cache need no relabelling, and qemu.conf is left alone). Clone = dumpxml --inactive of the
+// template domain, new name, no uuid (libvirt makes one), new MAC, new disk (qcow2 overlay on the
+// template's disk, or a sparse copy), serial log and control socket, vCPUs/memory and cmdline of the one
+// container, define, start.
+//
+// Warm start (libvirt-warm.ts): a booted warm-mode minimal VM is saved once with `virsh save`; each new
+// VM is a new domain (own name, UUID, MAC, overlay disk, serial log, control socket) restored from that
+// image under its own XML, then its identity is fixed up over the control channel like QEMU-direct's.
 
-import { chooseAccel } from '../accel.ts';
 import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
@@ -23,6 +28,10 @@ import { cacheDir } from '../cache.ts';
 import { ToolError } from '../errors.ts';
 import type { VmStats } from '../controller/types.ts';
 import { cloneDisk, newMac, sleep, tool, waitForText } from './common.ts';
+import { GuestChannel, type ExecResult } from './guest-channel.ts';
+import { domainDisk, editDomainXml, parseDomstats, templateXml, type TemplateDomain } from './libvirt-xml.ts';
+import { restoreDomain, saveDomain, type WarmStarted } from './libvirt-warm.ts';
+import type { WarmIdentity, WarmImage } from './warm-identity.ts';
 import { checkName, pickFromPool, readyLine, type Acquired, type Provisioner, type ReleaseMode, type Vm, type VmSpec } from './provisioner.ts';
 
 export const DEFAULT_URI = 'qemu:///system';
@@ -127,220 +136,52 @@ export class LibvirtDaemon {
 }
 
 // ---------------------------------------------------------------------------------------------------
-// Domain XML
-
-export function xmlEscape(s: string): string {
-  return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/'/g, '&apos;').replace(/"/g, '&quot;');
-}
-
-function xmlUnescape(s: string): string {
-  return s.replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&apos;/g, "'").replace(/&quot;/g, '"').replace(/&amp;/g, '&');
-}
-
-export interface TemplateDomain {
-  name: string;
-  /** qcow2 template disk */
-  disk: string;
-  kernel: string;
-  initrd: string;
-  cmdline: string;
-  vcpus: number;
-  memMiB: number;
-  serialLog: string;
-  /**
-   * A NIC so clones get (and need) a new MAC. 'udp-loopback': a point-to-point UDP socket on 127.0.0.1
-   * (no host interface, nothing leaves the host); real networks: a bridge inside a network namespace.
-   */
-  nic?: 'udp-loopback' | 'none';
-}
-
-/** The template's domain XML (what `defineTemplate` defines). */
-export function templateXml(t: TemplateDomain): string {
-  const nic =
-    (t.nic ?? 'udp-loopback') === 'udp-loopback'
-      ? `
-    <interface type='udp'>
-      <mac address='${newMac()}'/>
-      <source address='127.0.0.1' port='1'>
-        <local address='127.0.0.1' port='0'/>
-      </source>
-      <model type='virtio'/>
-    </interface>`
-      : '';
-  return `<domain type='${chooseAccel().kind === 'kvm' ? 'kvm' : 'qemu'}'>
-  <name>${xmlEscape(t.name)}</name>
-  <memory unit='KiB'>${t.memMiB * 1024}</memory>
-  <currentMemory unit='KiB'>${t.memMiB * 1024}</currentMemory>
-  <memoryBacking>
-    <source type='file'/>
-    <access mode='shared'/>
-  </memoryBacking>
-  <vcpu placement='static'>${t.vcpus}</vcpu>
-  <os>
-    <type arch='x86_64' machine='pc'>hvm</type>
-    <kernel>${xmlEscape(t.kernel)}</kernel>
-    <initrd>${xmlEscape(t.initrd)}</initrd>
-    <cmdline>${xmlEscape(t.cmdline)}</cmdline>
-  </os>
-  <cpu mode='custom' match='exact'>
-    <model fallback='allow'>qemu64</model>
-  </cpu>
-  <on_poweroff>destroy</on_poweroff>
-  <on_reboot>destroy</on_reboot>
-  <on_crash>destroy</on_crash>
-  <devices>
-    <disk type='file' device='disk'>
-      <driver name='qemu' type='qcow2' cache='unsafe'/>
-      <source file='${xmlEscape(t.disk)}'/>
-      <target dev='vda' bus='virtio'/>
-    </disk>${nic}
-    <serial type='file'>
-      <source path='${xmlEscape(t.serialLog)}' append='off'/>
-      <target port='0'/>
-    </serial>
-    <memballoon model='virtio'>
-      <stats period='1'/>
-    </memballoon>
-  </devices>
-  <seclabel type='static' model='dac' relabel='no'>
-    <label>+0:+0</label>
-  </seclabel>
-</domain>
-`;
-}
-
-export interface DomainEdits {
-  name?: string;
-  dropUuid?: boolean;
-  /** new MAC for every <mac address=.../> (one per NIC, in order; generated when too few) */
-  macs?: string[];
-  /** new path of the first file-backed disk; drops its <backingStore> (libvirt probes it again) */
-  disk?: string;
-  /** new path of the file-backed serial console (every occurrence: <serial> and its <console>) */
-  serialLog?: string;
-  vcpus?: number;
-  memMiB?: number;
-  kernel?: string;
-  initrd?: string;
-  cmdline?: string;
-  /** new local/remote ports for UDP NICs */
-  udpPorts?: { local: number; remote: number };
-}
-
-/** Edit libvirt's (normalised, `dumpxml` formatted) domain XML. Throws when an element is missing. */
-export function editDomainXml(xml: string, e: DomainEdits): string {
-  let x = xml;
-  const must = (re: RegExp, what: string) => {
-    if (!re.test(x)) throw new Error(`domain XML has no ${what}`);
-  };
-  if (e.name !== undefined) {
-    must(/<name>[^<]*<\/name>/, '<name>');
-    x = x.replace(/<name>[^<]*<\/name>/, `<name>${xmlEscape(e.name)}</name>`);
-  }
-  if (e.dropUuid) x = x.replace(/^[ \t]*<uuid>[^<]*<\/uuid>[ \t]*\r?\n?/m, '');
-  if (e.macs !== undefined) {
-    let i = 0;
-    x = x.replace(/<mac address='[^']*'\/>/g, () => `<mac address='${e.macs![i++] ?? newMac()}'/>`);
-  }
-  if (e.disk !== undefined) {
-    const re = /<disk type='file' device='disk'>[\s\S]*?<\/disk>/;
-    must(re, "<disk type='file' device='disk'>");
-    x = x.replace(re, (blk) => {
-      let b = blk.replace(/<source file='[^']*'/, `<source file='${xmlEscape(e.disk!)}'`);
-      b = b.replace(/\n?[ \t]*<backingStore\/>/g, '').replace(/\n?[ \t]*<backingStore[\s\S]*?<\/backingStore>/g, '');
-      return b;
-    });
-  }
-  if (e.serialLog !== undefined) {
-    const m = /<serial type='file'>\s*<source path='([^']*)'/.exec(x);
-    if (!m) throw new Error("domain XML has no <serial type='file'>");
-    const old = m[1]!;
-    x = x.split(`path='${old}'`).join(`path='${xmlEscape(e.serialLog)}'`);
-  }
-  if (e.vcpus !== undefined) {
-    must(/<vcpu[^>]*>\d+<\/vcpu>/, '<vcpu>');
-    x = x.replace(/<vcpu([^>]*)>\d+<\/vcpu>/, `<vcpu$1>${e.vcpus}</vcpu>`);
-  }
-  if (e.memMiB !== undefined) {
-    must(/<memory[^>]*>\d+<\/memory>/, '<memory>');
-    x = x.replace(/<memory[^>]*>\d+<\/memory>/, `<memory unit='KiB'>${e.memMiB * 1024}</memory>`);
-    x = x.replace(/<currentMemory[^>]*>\d+<\/currentMemory>/, `<currentMemory unit='KiB'>${e.memMiB * 1024}</currentMemory>`);
-  }
-  for (const tag of ['kernel', 'initrd', 'cmdline'] as const) {
-    const v = e[tag];
-    if (v === undefined) continue;
-    const re = new RegExp(`<${tag}>[^<]*</${tag}>`);
-    must(re, `<${tag}>`);
-    x = x.replace(re, `<${tag}>${xmlEscape(v)}</${tag}>`);
-  }
-  if (e.udpPorts) {
-    x = x.replace(/<interface type='udp'>[\s\S]*?<\/interface>/g, (blk) =>
-      blk
-        .replace(/(<source address='[^']*' port=')\d+'/, `$1${e.udpPorts!.remote}'`)
-        .replace(/(<local address='[^']*' port=')\d+'/, `$1${e.udpPorts!.local}'`),
-    );
-  }
-  return x;
-}
-
-/** The first file-backed disk's path in a domain XML. */
-export function domainDisk(xml: string): string {
-  const m = /<disk type='file' device='disk'>[\s\S]*?<source file='([^']*)'/.exec(xml);
-  if (!m) throw new Error("domain XML has no <disk type='file' device='disk'> with a source file");
-  return xmlUnescape(m[1]!);
-}
-
-/** Parse `virsh domstats --raw` output (one domain) into VmStats. */
-export function parseDomstats(text: string, vm: string, time: string): VmStats {
-  const kv = new Map<string, string>();
-  for (const line of text.split('\n')) {
-    const m = /^\s*([\w.-]+)=(.*)$/.exec(line);
-    if (m) kv.set(m[1]!, m[2]!);
-  }
-  const num = (k: string): number | undefined => (kv.has(k) ? Number(kv.get(k)) : undefined);
-  const sum = (prefix: string, count: string, suffix: string) => {
-    let s = 0;
-    const n = num(count) ?? 0;
-    for (let i = 0; i < n; i++) s += num(`${prefix}.${i}.${suffix}`) ?? 0;
-    return s;
-  };
-  const currentKiB = num('balloon.current') ?? num('balloon.maximum') ?? 0;
-  const avail = num('balloon.available');
-  const unused = num('balloon.unused');
-  const usedKiB = avail !== undefined && unused !== undefined ? avail - unused : (num('balloon.rss') ?? currentKiB);
-  return {
-    time,
-    vm,
-    vcpus: num('vcpu.current') ?? 1,
-    cpu_time_ns: num('cpu.time') ?? 0,
-    memory_used_bytes: usedKiB * 1024,
-    memory_total_bytes: currentKiB * 1024,
-    block_rd_bytes: sum('block', 'block.count', 'rd.bytes'),
-    block_wr_bytes: sum('block', 'block.count', 'wr.bytes'),
-    net_rx_bytes: sum('net', 'net.count', 'rx.bytes'),
-    net_tx_bytes: sum('net', 'net.count', 'tx.bytes'),
-  };
-}
-
-// ---------------------------------------------------------------------------------------------------
 // The provisioner
 
 export interface LibvirtOptions {
   /** the template domain (defined, inactive): its XML and its disk are what clones start from */
   template: string;
   uri?: string;
-  /** where clones' disks, serial logs and XML go; default cacheDir('libvirt') */
+  /** where clones' disks, serial logs, control sockets and XML go; default cacheDir('libvirt') */
   dir?: string;
   bootTimeoutMs?: number;
   /** first local UDP port for clones' loopback NICs (two per clone); default 40000 + pid % 1000 * 16 */
   udpPortBase?: number;
+  /**
+   * Warm start in acquire(): when no paused pooled VM fits, a new domain is restored from this `virsh
+   * save` image (warmStart) rather than booted. identity(spec) gives its address/containers; undefined
+   * for a spec means: boot it cold.
+   */
+  warm?: { image: WarmImage; identity: (spec: VmSpec) => WarmIdentity | undefined };
+  /** how a warm clone's save image is made (libvirt-warm.ts): 'pipe' (default, a FIFO) or 'copy' (a file) */
+  warmImageMode?: 'pipe' | 'copy';
+}
+
+export interface DomainRec {
+  vm: Vm;
+  /** the MAC this provisioner gave the domain's NIC */
+  mac: string;
+  /** unix socket of the control channel (ttyS1) */
+  ctlPath: string;
+  channel?: GuestChannel;
+}
+
+/** @internal what libvirt-warm.ts uses of the provisioner */
+export interface LibvirtInternals {
+  options: LibvirtOptions;
+  dir: string;
+  newRec(spec: VmSpec): DomainRec & { udp: { local: number; remote: number } };
+  define(r: DomainRec, xml: string): Promise<void>;
+  refresh(vm: Vm): Promise<void>;
+  down(vm: Vm): void;
+  rec(vm: Vm): DomainRec;
 }
 
 export class LibvirtProvisioner implements Provisioner {
   readonly kind = 'libvirt';
   private readonly uri: string;
   private readonly dir: string;
-  private readonly vms = new Map<string, Vm>();
+  private readonly recs = new Map<string, DomainRec>();
   private pool: Vm[] = [];
   private nextPort: number;
 
@@ -371,42 +212,58 @@ export class LibvirtProvisioner implements Provisioner {
     return (await this.virsh('domstate', name)).trim();
   }
 
-  async cloneFromTemplate(spec: VmSpec): Promise<{ vm: Vm; clone_ms: number }> {
+  private rec(vm: Vm): DomainRec {
+    const r = this.recs.get(vm.name);
+    if (!r) throw new Error(`domain ${vm.name} is not managed by this provisioner`);
+    return r;
+  }
+
+  /** A new domain's record and paths (disk, serial log, control socket, MAC, UDP ports). */
+  private newRec(spec: VmSpec): DomainRec & { udp: { local: number; remote: number } } {
     checkName(spec.name);
-    if (this.vms.has(spec.name)) throw new Error(`domain ${spec.name} already managed`);
-    const t0 = performance.now();
-    const txml = await this.virsh('dumpxml', '--inactive', this.o.template);
-    const templateDisk = domainDisk(txml);
-    const disk = join(this.dir, `${spec.name}.qcow2`);
-    const serialLog = join(this.dir, `${spec.name}.serial.log`);
-    rmSync(disk, { force: true });
-    await cloneDisk(templateDisk, disk, spec.disk);
+    if (this.recs.has(spec.name)) throw new Error(`domain ${spec.name} already managed`);
     const local = this.nextPort;
     this.nextPort += 2;
+    const vm: Vm = { name: spec.name, spec: { ...spec }, state: 'defined', disk: join(this.dir, `${spec.name}.qcow2`), serialLog: join(this.dir, `${spec.name}.serial.log`) };
+    return { vm, mac: newMac(), ctlPath: join(this.dir, `${spec.name}.ctl`), udp: { local, remote: local + 1 } };
+  }
+
+  /** Define `xml` as the domain of `r` (after its disk was made); registers it. */
+  private async define(r: DomainRec, xml: string): Promise<void> {
+    const file = join(this.dir, `${r.vm.name}.xml`);
+    writeFileSync(file, xml);
+    try {
+      await this.virsh('define', file);
+    } catch (err) {
+      rmSync(r.vm.disk, { force: true });
+      rmSync(file, { force: true });
+      throw err;
+    }
+    this.recs.set(r.vm.name, { vm: r.vm, mac: r.mac, ctlPath: r.ctlPath });
+  }
+
+  async cloneFromTemplate(spec: VmSpec): Promise<{ vm: Vm; clone_ms: number }> {
+    const r = this.newRec(spec);
+    const t0 = performance.now();
+    const txml = await this.virsh('dumpxml', '--inactive', this.o.template);
+    rmSync(r.vm.disk, { force: true });
+    await cloneDisk(domainDisk(txml), r.vm.disk, spec.disk);
     const xml = editDomainXml(txml, {
       name: spec.name,
       dropUuid: true,
-      macs: [],
-      disk,
-      serialLog,
+      macs: [r.mac],
+      disk: r.vm.disk,
+      serialLog: r.vm.serialLog,
+      ctlSocket: r.ctlPath,
       vcpus: spec.vcpus,
       memMiB: spec.memMiB,
       kernel: spec.kernel,
       initrd: spec.initrd,
       cmdline: spec.cmdline,
-      udpPorts: { local, remote: local + 1 },
+      udpPorts: r.udp,
     });
-    const file = join(this.dir, `${spec.name}.xml`);
-    writeFileSync(file, xml);
-    try {
-      await this.virsh('define', file);
-    } catch (err) {
-      rmSync(disk, { force: true });
-      throw err;
-    }
-    const vm: Vm = { name: spec.name, spec: { ...spec }, state: 'defined', disk, serialLog };
-    this.vms.set(spec.name, vm);
-    return { vm, clone_ms: performance.now() - t0 };
+    await this.define(r, xml);
+    return { vm: r.vm, clone_ms: performance.now() - t0 };
   }
 
   private async info(vm: Vm): Promise<void> {
@@ -429,6 +286,7 @@ export class LibvirtProvisioner implements Provisioner {
     if (vm.state === 'running') throw new Error(`domain ${vm.name} is already running`);
     if (vm.state === 'destroyed') throw new Error(`domain ${vm.name} was undefined`);
     rmSync(vm.serialLog, { force: true });
+    rmSync(this.rec(vm).ctlPath, { force: true });
     await this.virsh('start', vm.name);
     vm.state = 'running';
     await this.info(vm);
@@ -455,32 +313,53 @@ export class LibvirtProvisioner implements Provisioner {
     return { boot_ms: performance.now() - t0 };
   }
 
+  /** The domain is off: forget its process and control channel. */
+  private down(vm: Vm): void {
+    const r = this.recs.get(vm.name);
+    r?.channel?.close();
+    if (r) {
+      r.channel = undefined;
+      rmSync(r.ctlPath, { force: true });
+    }
+    vm.pid = undefined;
+    vm.ramFile = undefined;
+  }
+
   /** Hard power-off (`virsh destroy`): the minimal guest has no ACPI handling, and pooled VMs keep only their disk. */
   async stop(vm: Vm): Promise<void> {
     if (vm.state === 'running' || vm.state === 'paused') {
       await this.virsh('destroy', vm.name);
     }
     vm.state = 'stopped';
-    vm.pid = undefined;
-    vm.ramFile = undefined;
+    this.down(vm);
   }
 
   async destroy(vm: Vm): Promise<void> {
     if (vm.state === 'destroyed') return;
     const state = await this.domstate(vm.name).catch(() => 'gone');
     if (state === 'running' || state === 'paused') await this.virsh('destroy', vm.name);
-    if (state !== 'gone') await this.virsh('undefine', vm.name);
+    if (state !== 'gone') {
+      await this.virsh('undefine', vm.name).catch(async (err) => {
+        // a transient domain (never defined) is gone once destroyed
+        if ((await this.domstate(vm.name).catch(() => 'gone')) !== 'gone') throw err;
+      });
+    }
+    this.down(vm);
     rmSync(vm.disk, { force: true });
     rmSync(vm.serialLog, { force: true });
     rmSync(join(this.dir, `${vm.name}.xml`), { force: true });
     vm.state = 'destroyed';
-    vm.pid = undefined;
-    this.vms.delete(vm.name);
+    this.recs.delete(vm.name);
     this.pool = this.pool.filter((v) => v !== vm);
   }
 
-  async acquire(spec: VmSpec): Promise<Acquired> {
+  async acquire(spec: VmSpec): Promise<Acquired & { warm?: boolean }> {
     const p = pickFromPool(this.pool, spec);
+    const id = this.o.warm && (!p || p.state !== 'paused') ? this.o.warm.identity(spec) : undefined;
+    if (id && this.o.warm) {
+      const { restore_ms: _r, fixup_ms: _f, image_ms: _i, ...a } = await this.warmStart(spec, this.o.warm.image, id);
+      return { ...a, warm: true };
+    }
     if (p) {
       this.pool = this.pool.filter((v) => v !== p);
       const reuse = p.state === 'paused' ? 'resume' : 'boot';
@@ -530,7 +409,71 @@ export class LibvirtProvisioner implements Provisioner {
   }
 
   async close(): Promise<void> {
-    for (const vm of [...this.vms.values()]) await this.destroy(vm);
+    for (const r of [...this.recs.values()]) await this.destroy(r.vm);
     this.pool = [];
+  }
+
+  /** The MAC this provisioner gave the domain's NIC (in its XML). */
+  macOf(vm: Vm): string {
+    return this.rec(vm).mac;
+  }
+
+  /** The control channel of a running domain (connected on first use; waits for the guest's loop). */
+  async channel(vm: Vm, timeoutMs = 30_000): Promise<GuestChannel> {
+    const r = this.rec(vm);
+    if (vm.state !== 'running') throw new Error(`domain ${vm.name} is not running`);
+    if (r.channel && !r.channel.closed) return r.channel;
+    r.channel = await GuestChannel.open(r.ctlPath, timeoutMs);
+    return r.channel;
+  }
+
+  /** Run a shell script inside the guest over the control channel. */
+  async exec(vm: Vm, script: string, timeoutMs = 30_000): Promise<ExecResult> {
+    return (await this.channel(vm, timeoutMs)).exec(script, timeoutMs);
+  }
+
+  /**
+   * Save a running domain's memory and device state to `file` (`virsh save`; libvirt stops the domain,
+   * it stays defined). Returns the image to restore clones from (checked by readSaveImage).
+   */
+  saveWarmImage(vm: Vm, file: string): Promise<{ image: WarmImage; save_ms: number; bytes: number }> {
+    return saveDomain(this, vm, file);
+  }
+
+  /**
+   * Make a warm image: boot `spec` (a warm-mode guest, e.g. the test guest's cmdline with `warm: true`,
+   * ready `CIEL-WARM-READY`, and a template whose NIC the guest drives), save it to `file`, destroy it.
+   */
+  async prepareWarmImage(spec: VmSpec, file: string): Promise<{ image: WarmImage; boot_ms: number; save_ms: number; bytes: number }> {
+    const { vm, clone_ms } = await this.cloneFromTemplate(spec);
+    try {
+      const { boot_ms } = await this.start(vm);
+      const saved = await this.saveWarmImage(vm, file);
+      return { ...saved, boot_ms: boot_ms + clone_ms };
+    } finally {
+      await this.destroy(vm);
+    }
+  }
+
+  /**
+   * A new domain restored from a warm image (libvirt-warm.ts restoreDomain): its own name, UUID, MAC,
+   * overlay disk, serial log and control socket, its identity fixed up over the control channel.
+   * clone_ms: image check, disk, define, making the clone's image (image_ms); boot_ms: restore + fix-up.
+   */
+  warmStart(spec: VmSpec, image: WarmImage, identity: WarmIdentity = {}): Promise<WarmStarted> {
+    return restoreDomain(this, spec, image, identity);
+  }
+
+  /** @internal the steps libvirt-warm.ts makes and registers domains with */
+  get internals(): LibvirtInternals {
+    return {
+      options: this.o,
+      dir: this.dir,
+      newRec: (spec) => this.newRec(spec),
+      define: (r, xml) => this.define(r, xml),
+      refresh: (vm) => this.info(vm),
+      down: (vm) => this.down(vm),
+      rec: (vm) => this.rec(vm),
+    };
   }
 }

@@ -66,6 +66,13 @@ export interface QemuDirectOptions {
    * identity(spec) gives its address/containers; undefined for a spec means: boot it cold.
    */
   warm?: { image: WarmImage; identity: (spec: VmSpec) => WarmIdentity | undefined };
+  /**
+   * QEMU processes may outlive this process (`ciel autoscale` leaves its replicas running on exit):
+   * each starts in its own process group (a terminal's Ctrl-C does not reach it), is not killed by the
+   * exit hook, and its process handle does not hold the event loop. stop()/destroy()/close() still
+   * end it. Default false: every QEMU this provisioner started dies with this process.
+   */
+  keepOnExit?: boolean;
 }
 
 interface Rec {
@@ -184,8 +191,13 @@ export class QemuDirectProvisioner implements Provisioner {
     rmSync(r.ctlPath, { force: true });
     const qemu = this.o.qemu ?? 'qemu-system-x86_64';
     const [cmd, ...pre] = [...(this.o.wrapper ?? []), qemu];
-    const child = spawn(cmd!, [...pre, ...this.args(r)], { stdio: ['ignore', 'ignore', 'pipe'] });
-    track(child);
+    const keep = this.o.keepOnExit === true;
+    const child = spawn(cmd!, [...pre, ...this.args(r)], { stdio: ['ignore', 'ignore', 'pipe'], detached: keep });
+    if (keep) {
+      // QEMU ignores SIGPIPE: once this process is gone its writes to stderr fail harmlessly
+      child.unref();
+      (child.stderr as unknown as { unref?: () => void }).unref?.();
+    } else track(child);
     r.child = child;
     r.stderr = '';
     child.stderr!.setEncoding('utf8');
@@ -399,10 +411,8 @@ export class QemuDirectProvisioner implements Provisioner {
     const r = this.rec(vm);
     if (!r.child || vm.state !== 'running') throw new Error(`VM ${vm.name} is not running`);
     if (r.channel && !r.channel.closed) return r.channel;
-    const ch = await GuestChannel.connect(r.ctlPath, timeoutMs);
-    await ch.waitReady(timeoutMs);
-    r.channel = ch;
-    return ch;
+    r.channel = await GuestChannel.open(r.ctlPath, timeoutMs);
+    return r.channel;
   }
 
   /** Run a shell script inside the guest over the control channel. */

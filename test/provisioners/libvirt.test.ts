@@ -6,14 +6,8 @@ import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cacheDir } from '../../runtime/cache.ts';
 import { ensureTestGuest, type TestGuest } from '../../runtime/provisioners/guest.ts';
-import {
-  domainDisk,
-  editDomainXml,
-  LibvirtDaemon,
-  LibvirtProvisioner,
-  parseDomstats,
-  templateXml,
-} from '../../runtime/provisioners/libvirt.ts';
+import { LibvirtDaemon, LibvirtProvisioner } from '../../runtime/provisioners/libvirt.ts';
+import { domainDisk, editDomainXml, parseDomstats, templateXml } from '../../runtime/provisioners/libvirt-xml.ts';
 import type { VmSpec } from '../../runtime/provisioners/provisioner.ts';
 
 const DUMP = `<domain type='qemu'>
