@@ -294,7 +294,13 @@ export async function restoreDomain(p: LibvirtProvisioner, spec: VmSpec, image: 
     const res = await p.exec(vm, fixupScript(r.mac, identity, spec.container), o.bootTimeoutMs ?? 90_000);
     if (res.rc !== 0) throw new Error(`identity fix-up of ${vm.name} failed (rc ${res.rc}): ${res.out}`);
     const fixup_ms = performance.now() - t1;
-    vm.spec = { ...vm.spec, ready: spec.ready };
+    // from now on this is `spec`'s VM on the saved machine: the pool matches it against the same spec, and
+    // its persistent definition gets the spec's cmdline so that, stopped, it boots cold as that container
+    // (`virsh define` of a running domain changes only its next boot)
+    const file = join(dir, `${vm.name}.xml`);
+    writeFileSync(file, editDomainXml(xml, { cmdline: spec.cmdline }));
+    await p.virsh('define', file);
+    vm.spec = { ...spec, name: vm.name, vcpus: s.vcpus, memMiB: s.memMiB, kernel: s.kernel, initrd: s.initrd };
     return { vm, pooled: false, clone_ms, boot_ms: made.restore_ms + fixup_ms, restore_ms: made.restore_ms, fixup_ms, image_ms: made.image_ms };
   } catch (err) {
     await p.destroy(vm).catch(() => {});

@@ -489,7 +489,9 @@ export class QemuDirectProvisioner implements Provisioner {
       const res = await this.exec(vm, fixupScript(r.mac, identity, spec.container), this.o.bootTimeoutMs ?? 90_000);
       if (res.rc !== 0) throw new Error(`identity fix-up of ${vm.name} failed (rc ${res.rc}): ${res.out}`);
       const boot_ms = performance.now() - t0;
-      vm.spec = { ...vm.spec, ready: spec.ready };
+      // from now on this is `spec`'s VM on the saved machine: the pool matches it against the same spec,
+      // and stopped, it boots cold as that container
+      vm.spec = { ...spec, name: vm.name, vcpus: s.vcpus, memMiB: s.memMiB, kernel: s.kernel, initrd: s.initrd };
       return { vm, pooled: false, clone_ms, boot_ms, restore_ms, fixup_ms: boot_ms - restore_ms };
     } catch (err) {
       await this.destroy(vm);

@@ -6,7 +6,7 @@
 // a kernel global), only ciel_mon_* functions left (everything else inlined) with the runtime's
 // signature. Also: ciel_abi.h compiles as plain host C with the same sizes.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -186,8 +186,12 @@ describe('ciel_abi.h', () => {
 #include <stdio.h>
 int main(void) { printf("%zu %zu %zu\\n", sizeof(struct ciel_mon_hdr), sizeof(struct ciel_cgroup_rec), sizeof(struct ciel_mon_args)); return 0; }
 `);
-    execFileSync('clang-14', ['-std=c11', '-Wall', '-Werror', '-I', KSRC, '-o', join(dir, 'abi'), src]);
-    expect(execFileSync(join(dir, 'abi'), { encoding: 'utf8' }).trim()).toBe('64 384 32');
-    execFileSync('clang-14', ['-std=c11', '-m32', '-fsyntax-only', '-I', KSRC, '-x', 'c', '-'], { input: '#include "ciel_abi.h"\n' });
+    try {
+      execFileSync('clang-14', ['-std=c11', '-Wall', '-Werror', '-I', KSRC, '-o', join(dir, 'abi'), src]);
+      expect(execFileSync(join(dir, 'abi'), { encoding: 'utf8' }).trim()).toBe('64 384 32');
+      execFileSync('clang-14', ['-std=c11', '-m32', '-fsyntax-only', '-I', KSRC, '-x', 'c', '-'], { input: '#include "ciel_abi.h"\n' });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

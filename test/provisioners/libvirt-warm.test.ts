@@ -13,7 +13,7 @@ import { cacheDir } from '../../runtime/cache.ts';
 import { ensureTestGuest, type TestGuest } from '../../runtime/provisioners/guest.ts';
 import { LibvirtDaemon, LibvirtProvisioner } from '../../runtime/provisioners/libvirt.ts';
 import { cloneImageHeader, readSaveImage, SaveImageError, SAVE_HEADER_BYTES, type SaveImage } from '../../runtime/provisioners/libvirt-warm.ts';
-import { domainCtlSocket, domainDisk, domainMacs, editDomainXml, templateXml } from '../../runtime/provisioners/libvirt-xml.ts';
+import { domainCtlSocket, domainDisk, domainMacs, editDomainXml, templateXml, xmlEscape } from '../../runtime/provisioners/libvirt-xml.ts';
 import type { Vm, VmSpec } from '../../runtime/provisioners/provisioner.ts';
 import type { WarmImage } from '../../runtime/provisioners/warm-identity.ts';
 
@@ -225,12 +225,17 @@ describe.skipIf(!haveLibvirt)('libvirt warm start end-to-end', () => {
       expect(log.match(/^CIEL-CONTAINERS .*$/gm)).toEqual(['CIEL-CONTAINERS web']);
       expect(log).not.toContain('CIEL-WARM-READY'); // its log starts at the restore
     }
-    // pooled: a paused warm clone comes back first (resume), not another restore (pool matching compares
-    // cmdlines, and a warm clone's is the saved guest's: as in QEMU-direct's warm-start test)
+    // pooled: the warm clone is the spec's VM now, so the same spec resumes it (not another restore)...
     await wp.release(b.vm, 'pause');
-    const c = await wp.acquire({ ...spec(`${P}-web-3`, 'web'), cmdline: b.vm.spec.cmdline });
+    const c = await wp.acquire(spec(`${P}-web-3`, 'web'));
     expect(c).toMatchObject({ pooled: true, reuse: 'resume' });
     expect(c.vm).toBe(b.vm);
+    // ...and stopped, it boots cold as its container: its persistent definition has the spec's cmdline
+    // (acquire() would rather warm-start a new one than boot it: start it directly)
+    await wp.release(c.vm, 'stop');
+    expect(await wp.virsh('dumpxml', '--inactive', c.vm.name)).toContain(`<cmdline>${xmlEscape(spec('x', 'web').cmdline)}</cmdline>`);
+    await wp.start(c.vm);
+    expect(readFileSync(c.vm.serialLog, 'latin1')).toContain('CIEL-READY web');
   });
 
   it('a truncated or corrupted image fails clearly and leaves nothing defined', { timeout: 60_000 }, async () => {

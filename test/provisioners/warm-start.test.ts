@@ -119,10 +119,17 @@ describe('warm start (restore a saved memory image) vs cold boot', () => {
       expect(a.boot_ms).toBeLessThan(cold.boot_ms);
       t.acquire_warm_boot_ms = Math.round(a.boot_ms);
       await serving('10.77.0.5', 'web 10.77.0.5', performance.now());
+      // pooled: the warm clone is the spec's VM now (its own cmdline), so the same spec resumes it...
       await wp.release(a.vm, 'pause');
-      const b = await wp.acquire(spec('ciel-ws-auto-2', 'web', a.vm.spec.cmdline));
+      const b = await wp.acquire(spec('ciel-ws-auto-2', 'web', guest.cmdline('web')));
       expect(b).toMatchObject({ pooled: true, reuse: 'resume' });
       expect(b.vm).toBe(a.vm);
+      // ...and stopped, it boots cold as its container (not as the warm template: that never prints CIEL-READY web)
+      await wp.release(b.vm, 'stop');
+      const c = await wp.acquire(spec('ciel-ws-auto-3', 'web', guest.cmdline('web')));
+      expect(c).toMatchObject({ pooled: true, reuse: 'boot' });
+      expect(c.vm).toBe(a.vm);
+      expect(readFileSync(c.vm.serialLog, 'latin1')).toMatch(/CIEL-READY web/);
     } finally {
       await wp.close();
     }
