@@ -1,6 +1,7 @@
 // `ciel` command line. Each command lives in its own file; this one only wires them up.
 import { Command } from 'commander';
 import { CielError } from '../runtime/errors.ts';
+import { registerAutoscale } from './autoscale.ts';
 import { registerBuild } from './build.ts';
 import { registerInstrument } from './instrument.ts';
 import { registerMonitor } from './monitor.ts';
@@ -15,6 +16,7 @@ program
 registerInstrument(program);
 registerBuild(program);
 registerMonitor(program);
+registerAutoscale(program);
 
 try {
   await program.parseAsync(process.argv);

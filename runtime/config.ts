@@ -56,7 +56,8 @@ const ONLY_FOR: Partial<Record<keyof VmConfig, BackendKind[]>> = {
 const VM_FIELDS = new Set(['name', 'backend', 'qmp', 'memory', 'vmcore', 'domid', 'kernel', 'disk', 'interval']);
 const PATH_FIELDS = ['qmp', 'memory', 'vmcore', 'disk'] as const;
 
-function describe(v: unknown): string {
+/** A value as error messages show it: `"kvm"`, `number 0`, `an object`, `null`. */
+export function describe(v: unknown): string {
   if (v === null) return 'null';
   if (Array.isArray(v)) return 'an array';
   if (typeof v === 'string') return JSON.stringify(v);
@@ -130,9 +131,13 @@ export function validateConfig(raw: unknown, file: string, baseDir = dirname(res
 
 /** Parse a config text (JSON). */
 export function parseConfig(text: string, file: string, baseDir?: string): CielConfig {
-  let raw: unknown;
+  return validateConfig(parseJson(text, file), file, baseDir);
+}
+
+/** JSON.parse with a BadInputError naming the file and the line:column of a syntax error. */
+export function parseJson(text: string, file: string): unknown {
   try {
-    raw = JSON.parse(text);
+    return JSON.parse(text);
   } catch (e) {
     const msg = e instanceof Error ? e.message : String(e);
     // point at line:column when the parser gives a position
@@ -145,7 +150,6 @@ export function parseConfig(text: string, file: string, baseDir?: string): CielC
     }
     throw new BadInputError(file, `not valid JSON${where}: ${msg}`);
   }
-  return validateConfig(raw, file, baseDir);
 }
 
 /** Read and validate a config file. */

@@ -17,7 +17,8 @@ import type { BackendKind } from './config.ts';
 import { BadInputError, CielError, GuestFaultError } from './errors.ts';
 import { GuestMonitor } from './guest-monitor.ts';
 import { findVmcoreinfo, parseVmcoreinfo } from './kaslr.ts';
-import { DockerDiskNames, type DockerContainerInfo } from './names/docker-disk.ts';
+import type { DockerContainerInfo } from './names/docker-disk.ts';
+import { DiskNamesWatch } from './names/disk-names-watch.ts';
 import type { ContainerSample, Sample } from './sample.ts';
 
 /** One VM to watch. */
@@ -198,35 +199,21 @@ export async function sampleVm(o: OpenedVm, consistent: boolean): Promise<Daemon
 /** Names of one VM's containers: the first read is awaited, later ones run in the background. */
 class VmNames {
   private readonly known = new Map<string, DockerContainerInfo>();
-  private pending: Promise<void> | null = null;
-  private lastError = '';
-  private readonly disk: DockerDiskNames;
+  private readonly watch: DiskNamesWatch;
 
-  constructor(
-    image: string,
-    private readonly report: (e: Error) => void,
-  ) {
-    this.disk = new DockerDiskNames(image);
+  constructor(image: string, report: (e: Error) => void) {
+    this.watch = new DiskNamesWatch(
+      image,
+      (m) => {
+        for (const [id, info] of m) this.known.set(id, info);
+      },
+      report,
+    );
   }
 
   /** Ask the disk about `ids` (all containers when omitted); errors are reported once per distinct message. */
   refresh(ids?: string[]): Promise<void> {
-    if (this.pending) return this.pending;
-    this.pending = this.disk
-      .lookup(ids)
-      .then((m) => {
-        for (const [id, info] of m) this.known.set(id, info);
-        this.lastError = '';
-      })
-      .catch((e: unknown) => {
-        const err = e instanceof Error ? e : new Error(String(e));
-        if (err.message !== this.lastError) this.report(err);
-        this.lastError = err.message;
-      })
-      .finally(() => {
-        this.pending = null;
-      });
-    return this.pending;
+    return this.watch.refresh(ids);
   }
 
   /** Names for the containers of `s` (a copy of the map, for the exporter). */
@@ -245,7 +232,7 @@ class VmNames {
   }
 
   settle(): Promise<void> {
-    return this.pending ?? Promise.resolve();
+    return this.watch.settle();
   }
 }
 
