@@ -47,7 +47,9 @@ function script(): string {
     `start ${db} 8000 1`,
     `start ${batch} 2000 1`,
     `( while :; do echo "30000 ${PERIOD}" > "$CG${batch}/cpu.max"; sleep 4; echo "2000 ${PERIOD}" > "$CG${batch}/cpu.max"; sleep 4; done ) </dev/null >/dev/null 2>&1 &`,
-    'sleep 0.2',
+    // the background shells move themselves into their cgroups when the (TCG, maybe busy) guest runs
+    // them: wait up to 5 s for each
+    `for p in ${web} ${db} ${batch}; do n=0; while [ "$(wc -l < $CG$p/cgroup.procs)" -lt 1 ] && [ $n -lt 50 ]; do sleep 0.1; n=$((n+1)); done; done`,
     `for p in ${web} ${db} ${batch}; do echo "$p $(wc -l < $CG$p/cgroup.procs)"; done`,
   ].join('\n');
 }
