@@ -70,6 +70,13 @@ export interface AutoscalerOptions {
   baselineMs?: number;
   /** how scaled-in replicas go back to the pool; default 'pause' */
   releaseMode?: ReleaseMode;
+  /**
+   * When a VM turns hot and that first hot interval decides nothing (the load crossed just before the
+   * check, so no container carries enough of it yet), check again after half an interval instead of a
+   * whole one: once per hot streak, so a VM that stays hot undecided is not paused twice as often.
+   * Default true.
+   */
+  recheckNewlyHot?: boolean;
 }
 
 /** An emitter printing one JSON line per event. */
@@ -85,6 +92,8 @@ export class Autoscaler {
   private readonly running = new Map<string, Vm[]>();
   private readonly queues = new Map<string, Promise<void>>();
   private seq = 0;
+  /** set by step(): a VM turned hot without a decision (see recheckNewlyHot) */
+  private recheckSoon = false;
 
   constructor(private readonly o: AutoscalerOptions) {
     this.clock = o.clock ?? Date.now;
@@ -150,6 +159,7 @@ export class Autoscaler {
       const step = this.o.engine.observeContainers({ ...sample, vm: sample.vm ?? vm });
       out(step.events);
       for (const d of step.decisions) this.enqueue(d);
+      if (check.becameHot && step.decisions.length === 0 && (this.o.recheckNewlyHot ?? true)) this.recheckSoon = true;
     }
     return all;
   }
@@ -168,12 +178,13 @@ export class Autoscaler {
     const interval = this.o.intervalMs ?? 1000;
     while (!signal?.aborted) {
       const t0 = this.clock();
+      this.recheckSoon = false;
       try {
         await this.step();
       } catch (err) {
         this.o.emit({ type: 'error', time: iso(this.clock()), where: 'step', error: (err as Error).message });
       }
-      const wait = Math.max(0, t0 + interval - this.clock());
+      const wait = Math.max(0, t0 + (this.recheckSoon ? interval / 2 : interval) - this.clock());
       if (signal?.aborted) break;
       await this.sleep(wait);
     }

@@ -73,6 +73,8 @@ export interface VmCheckResult {
   util: Util;
   /** true: take a container-level (VMI) sample now and pass it to observeContainers */
   sampleContainers: boolean;
+  /** hot now, cool (or not yet rated) at the previous check */
+  becameHot: boolean;
 }
 
 export interface ContainerStepResult {
@@ -207,7 +209,8 @@ export class PolicyEngine {
     });
     this.lastVm = stats.vm;
     const scaledOut = [...this.containers.values()].some((c) => c.vm === stats.vm && c.replicas > 1);
-    return { events, hot, util, sampleContainers: hot.length > 0 || scaledOut };
+    const becameHot = hot.length > 0 && !(prev && prev.hot.length > 0);
+    return { events, hot, util, sampleContainers: hot.length > 0 || scaledOut, becameHot };
   }
 
   /**

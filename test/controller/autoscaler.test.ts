@@ -180,6 +180,79 @@ describe('Autoscaler loop', () => {
     expect(decisions).toEqual(['scale_out web 1->2 @03']);
   });
 
+  // run() on a fake clock: web's load (0.7 of the VM) switches on at `onAt` ms, the rest of the VM reads
+  // 0.2 (0.04 of it db); VM and container rates come from the real load over each real window
+  async function runWith(o: { onAt: number; webLoad?: number; dbLoad?: number; rest?: number; until: number; recheckNewlyHot?: boolean }) {
+    const clock = new FakeClock();
+    const engine = new PolicyEngine(
+      { policies: [{ resource: 'cpu', vmThreshold: 0.35, containerThreshold: 0.45, target: 0.4, vmTarget: 0.3 }], maxReplicas: 2 },
+      clock.now,
+    );
+    const web = o.webLoad ?? 0.7;
+    const db = o.dbLoad ?? 0.04;
+    const rest = o.rest ?? 0.16;
+    const webAvg = (a: number, b: number) => (b > a ? (web * Math.max(0, b - Math.max(a, o.onAt))) / (b - a) : 0);
+    const vmS = new VmSeries('origin', 1);
+    const cs = new ContainerSeries('origin', 1);
+    let vmLast = 0;
+    let cLast = 0;
+    const checks: number[] = [];
+    const read = async (): Promise<Sample> => {
+      const t = clock.ms - T0;
+      const s = cs.at(t, { web: webAvg(cLast, t), db });
+      cLast = t;
+      return s;
+    };
+    const ac = new AbortController();
+    const decisions: string[] = [];
+    const a = new Autoscaler({
+      vms: ['origin'],
+      engine,
+      vmSource: {
+        vmStats: async (): Promise<VmStats> => {
+          const t = clock.ms - T0;
+          checks.push(t);
+          const st = vmS.at(t, rest + db + webAvg(vmLast, t));
+          vmLast = t;
+          return st;
+        },
+      },
+      sampler: { sample: read, baseline: read },
+      provisioner: new FakeProvisioner(),
+      lb: new FakeLb(),
+      clock: clock.now,
+      sleep: async (ms) => {
+        clock.ms += ms;
+        if (clock.ms - T0 >= o.until) ac.abort();
+      },
+      intervalMs: 100,
+      ...(o.recheckNewlyHot === undefined ? {} : { recheckNewlyHot: o.recheckNewlyHot }),
+      specFor: (container, name) => ({ name, vcpus: 1, memMiB: 128, kernel: 'k', initrd: 'i', cmdline: '', disk: 'overlay', container }),
+      emit: (e) => {
+        if (e.type === 'decision') decisions.push(`${e.action} ${e.container} @${clock.ms - T0}`);
+      },
+    });
+    await a.run(ac.signal);
+    return { checks, decisions };
+  }
+
+  it('a VM that turns hot without a decision is checked again after half an interval (once per hot streak)', async () => {
+    // web switches on 25 ms before the check at 200: the VM reads 0.375 (hot) but web only 0.175 of it
+    // (47 %, under trendMinShare 0.5) → no decision at 200; the re-check at 250 sees web at 0.7
+    const r = await runWith({ onAt: 175, until: 400 });
+    expect(r.checks.slice(0, 5)).toEqual([0, 100, 200, 250, 350]);
+    expect(r.decisions).toEqual(['scale_out web @250']);
+    // without it, the decision waits a whole interval
+    const plain = await runWith({ onAt: 175, until: 400, recheckNewlyHot: false });
+    expect(plain.checks.slice(0, 4)).toEqual([0, 100, 200, 300]);
+    expect(plain.decisions).toEqual(['scale_out web @300']);
+    // a VM that stays hot and undecided (db at 0.1 of a VM reading 0.4: no container carries half)
+    // gets one re-check when it turns hot, then the normal cadence
+    const noisy = await runWith({ onAt: Infinity, dbLoad: 0.1, rest: 0.3, until: 600 });
+    expect(noisy.checks).toEqual([0, 100, 150, 250, 350, 450, 550]);
+    expect(noisy.decisions).toEqual([]);
+  });
+
   it('a failing stats source or sampler becomes an error event; the loop goes on', async () => {
     const clock = new FakeClock();
     const engine = new PolicyEngine({ policies: [{ resource: 'cpu', vmThreshold: 0.5, target: 0.5 }] }, clock.now);
