@@ -9,12 +9,12 @@ import { GENERATED } from '../compiler/build.ts';
 import { Autoscaler, jsonLines, type AutoscalerOptions, type LoadBalancer, type ReplicaProvisioner } from '../runtime/controller/autoscaler.ts';
 import { loadAutoscaleConfig, type AutoscaleConfig, type AutoscaleVm } from '../runtime/controller/config.ts';
 import { PolicyEngine } from '../runtime/controller/policy.ts';
-import { DiskNames, DryRunProvisioner, HookBalancer, makeProvisioner, NO_BALANCER, replicaSpec, vmLevelSource } from '../runtime/controller/standalone.ts';
+import { DiskNames, DryRunProvisioner, HookBalancer, makeProvisioner, NO_BALANCER, ReplicaAddresses, replicaSpec, vmLevelSource } from '../runtime/controller/standalone.ts';
 import type { ControllerEvent } from '../runtime/controller/types.ts';
 import { MonitorSampler, TrackingProvisioner } from '../runtime/controller/wiring.ts';
 import { BadInputError, CielError } from '../runtime/errors.ts';
 import { parseInterval } from '../runtime/monitor-loop.ts';
-import type { Provisioner, VmSpec } from '../runtime/provisioners/provisioner.ts';
+import type { Provisioner, Vm, VmSpec } from '../runtime/provisioners/provisioner.ts';
 import { EventLines } from '../runtime/view/autoscale-events.ts';
 
 interface AutoscaleCliOptions {
@@ -57,10 +57,12 @@ Config (JSON; unknown fields are errors; relative paths are relative to the file
   provisioner (optional): kind "qemu-direct" (template: a qcow2 disk) or "libvirt" (template: a defined,
     inactive domain; "uri"); kernel, initrd, cmdline (must contain {container}), vcpus, memMiB, disk
     "overlay" (default) | "sparse-copy", dir (disks, logs, sockets), ready (console line that marks a
-    replica ready, {container} filled in; default "CIEL-READY {container}"; null: do not wait).
-  balancer (optional): hook is run as \`HOOK add|remove SERVICE VM ADDRESS\` (ADDRESS "-" unless the
-    replica's cmdline has ciel.ip=A/N); an exit status other than 0 (or no exit in 30 s) is an
-    action_failed event.
+    replica ready, {container} filled in; default "CIEL-READY {container}"; null: do not wait),
+    addresses (["10.0.0.20/24", ...]: each replica gets one for {ip} in its cmdline, which then must
+    contain it; a replica holds its address while it exists, a paused pooled one keeps its own).
+  balancer (optional): hook is run as \`HOOK add|remove SERVICE VM ADDRESS\` (ADDRESS: the replica's
+    entry of "addresses" without /prefix, else ciel.ip=A/N from its cmdline, else "-"); an exit status
+    other than 0 (or no exit in 30 s) is an action_failed event.
 
 Dry run (--dry-run, or no "provisioner" in the config): VM-level stats and container samples are real
   (a VM is paused for a few ms around each container sample, as for real) and the policy decides as it
@@ -244,8 +246,20 @@ export async function runAutoscale(o: AutoscaleCliOptions): Promise<number> {
   let lb: LoadBalancer = NO_BALANCER;
   const dryRun = dry ? new DryRunProvisioner() : undefined;
   const runTag = Date.now().toString(36);
+  const addrs = cfg.provisioner?.addresses ? new ReplicaAddresses(cfg.provisioner.addresses) : undefined;
+  const dryPool: Vm[] = [];
   if (dryRun) {
-    provisioner = dryRun;
+    provisioner = {
+      acquire: async (spec: VmSpec) => {
+        const a = await dryRun.acquire(spec);
+        addrs?.taken(spec.name, a.vm.name);
+        return a;
+      },
+      release: async (vm, mode) => {
+        await dryRun.release(vm, mode);
+        dryPool.push(vm); // its address stays with it, as a real pooled replica's does
+      },
+    };
     say(`${o.dryRun ? 'dry run' : 'no "provisioner" in the config'}: decisions only, no replica is started${cfg.balancer ? ', the balancer hook is not run' : ''}`);
   } else {
     try {
@@ -258,8 +272,15 @@ export async function runAutoscale(o: AutoscaleCliOptions): Promise<number> {
     tracking = new TrackingProvisioner(real);
     const t = tracking;
     // replicas an earlier run left running keep their names (disks, sockets): this run's get its own
-    provisioner = { acquire: (spec: VmSpec) => t.acquire({ ...spec, name: `${spec.name}-${runTag}` }), release: (vm, mode) => t.release(vm, mode) };
-    if (cfg.balancer) lb = new HookBalancer(cfg.balancer.hook, (b) => t.address(b.vm));
+    provisioner = {
+      acquire: async (spec: VmSpec) => {
+        const a = await t.acquire({ ...spec, name: `${spec.name}-${runTag}` });
+        addrs?.taken(spec.name, a.vm.name);
+        return a;
+      },
+      release: (vm, mode) => t.release(vm, mode),
+    };
+    if (cfg.balancer) lb = new HookBalancer(cfg.balancer.hook, (b) => addrs?.address(b.vm) ?? t.address(b.vm));
     else say('no "balancer" in the config: replicas are started, but no load balancer is told about them');
   }
 
@@ -288,7 +309,9 @@ export async function runAutoscale(o: AutoscaleCliOptions): Promise<number> {
       provisioner,
       lb,
       specFor: (container, name) =>
-        cfg.provisioner ? replicaSpec(cfg.provisioner, container, name) : { name, container, vcpus: 1, memMiB: 256, kernel: '', initrd: '', cmdline: '', disk: 'overlay' },
+        cfg.provisioner
+          ? replicaSpec(cfg.provisioner, container, name, addrs?.forSpec(name, container, real?.pooled() ?? dryPool))
+          : { name, container, vcpus: 1, memMiB: 256, kernel: '', initrd: '', cmdline: '', disk: 'overlay' },
       emit,
       intervalMs,
       containerBaseline: cfg.containerBaseline,
@@ -308,7 +331,7 @@ export async function runAutoscale(o: AutoscaleCliOptions): Promise<number> {
   say(`stopped after ${autoscaler.steps} interval(s)`);
   if (dryRun) {
     const started = dryRun.actions.filter((a) => a.op === 'start');
-    if (started.length) say(`dry run: would have started ${started.map((a) => `${a.vm} (${a.container})`).join(', ')}`);
+    if (started.length) say(`dry run: would have started ${started.map((a) => `${a.vm} (${[a.container, addrs?.address(a.vm)].filter(Boolean).join(', ')})`).join(', ')}`);
   } else if (real && tracking) {
     const left = [...tracking.byName.values()].filter((v) => v.state === 'running' || v.state === 'paused');
     if (o.destroyOnExit) {

@@ -58,6 +58,11 @@ export interface ReplicaProvisionerConfig {
   dir?: string;
   /** serial-console line that marks a replica ready (`{container}` filled in); null: do not wait */
   ready?: string | null;
+  /**
+   * Addresses for replicas (IPv4, optionally /prefix), filled in for `{ip}` in the cmdline and told to
+   * the balancer hook; each replica holds one while it exists (a paused pooled replica keeps its own)
+   */
+  addresses?: string[];
 }
 
 export interface AutoscaleConfig {
@@ -117,7 +122,7 @@ const VM = ['name', 'kernel', 'qmp', 'memory', 'pid', 'libvirt', 'uri', 'vcpus',
 const POLICY = ['policies', 'capacities', 'tolerance', 'scaleUpCooldownMs', 'scaleDownWindowMs', 'minReplicas', 'maxReplicas', 'trendPoints', 'trendHorizonS', 'trendMinShare', 'maxRateGapMs'] as const;
 const RESOURCE_POLICY = ['resource', 'vmThreshold', 'containerThreshold', 'containerThresholds', 'target', 'vmTarget'] as const;
 const CAPACITIES = ['diskBytesPerSec', 'netBytesPerSec'] as const;
-const PROVISIONER = ['kind', 'template', 'uri', 'kernel', 'initrd', 'cmdline', 'vcpus', 'memMiB', 'disk', 'dir', 'ready'] as const;
+const PROVISIONER = ['kind', 'template', 'uri', 'kernel', 'initrd', 'cmdline', 'vcpus', 'memMiB', 'disk', 'dir', 'ready', 'addresses'] as const;
 const BALANCER = ['hook'] as const;
 
 const FRACTION = 'a fraction > 0 and <= 1 (0.7 = 70 %)';
@@ -287,8 +292,27 @@ function validateProvisioner(raw: unknown, at: string, bad: (f: string, d: strin
     if (r !== null && (typeof r !== 'string' || r.trim() === '')) bad(f.p('ready'), `must be a non-empty string or null (do not wait) (got ${describe(r)})`);
     out.ready = r as string | null;
   }
+  if (f.has('addresses')) {
+    const a = f.o.addresses;
+    if (!Array.isArray(a) || a.length === 0) bad(f.p('addresses'), `must be a non-empty array of IPv4 addresses like "10.0.0.20/24" (got ${describe(a)})`);
+    const seen = new Set<string>();
+    (a as unknown[]).forEach((x, i) => {
+      if (typeof x !== 'string' || !IPV4_CIDR.test(x) || x.split('/')[0]!.split('.').some((o) => Number(o) > 255) || Number(x.split('/')[1] ?? 32) > 32) {
+        bad(`${f.p('addresses')}[${i}]`, `must be an IPv4 address, optionally with /prefix, like "10.0.0.20/24" (got ${describe(x)})`);
+      }
+      const ip = (x as string).split('/')[0]!;
+      if (seen.has(ip)) bad(`${f.p('addresses')}[${i}]`, `duplicate address ${ip}`);
+      seen.add(ip);
+    });
+    if (!cmdline.includes('{ip}')) bad(f.p('cmdline'), `must contain {ip} when "addresses" is given (each replica is told its address there) (got ${describe(cmdline)})`);
+    out.addresses = a as string[];
+  } else if (cmdline.includes('{ip}')) {
+    bad(f.p('cmdline'), 'contains {ip} but there are no "addresses" to fill it with');
+  }
   return out;
 }
+
+const IPV4_CIDR = /^\d{1,3}(\.\d{1,3}){3}(\/\d{1,2})?$/;
 
 /** Parse a config text (JSON). */
 export function parseAutoscaleConfig(text: string, file: string, baseDir?: string): AutoscaleConfig {

@@ -176,4 +176,21 @@ describe('ciel autoscale config: errors name the file and the field', () => {
     const { initrd: _, ...noInitrd } = PROV;
     expect(err(cfg((x) => (x.provisioner = noInitrd)))).toBe(`${FILE}: provisioner.initrd: missing`);
   });
+
+  it('provisioner.addresses: IPv4 entries, no duplicates, and {ip} in the cmdline exactly when given', () => {
+    const withIp = { ...PROV, cmdline: `${PROV.cmdline} ciel.ip={ip}` };
+    expect(validateAutoscaleConfig(cfg((x) => (x.provisioner = { ...withIp, addresses: ['10.0.0.20/24', '10.0.0.21'] })), FILE).provisioner!.addresses).toEqual(['10.0.0.20/24', '10.0.0.21']);
+    expect(err(cfg((x) => (x.provisioner = { ...withIp, addresses: [] })))).toBe(`${FILE}: provisioner.addresses: must be a non-empty array of IPv4 addresses like "10.0.0.20/24" (got an array)`);
+    expect(err(cfg((x) => (x.provisioner = { ...withIp, addresses: ['10.0.0.20/24', '10.0.0.256/24'] })))).toBe(
+      `${FILE}: provisioner.addresses[1]: must be an IPv4 address, optionally with /prefix, like "10.0.0.20/24" (got "10.0.0.256/24")`,
+    );
+    expect(err(cfg((x) => (x.provisioner = { ...withIp, addresses: ['10.0.0.20/33'] })))).toBe(
+      `${FILE}: provisioner.addresses[0]: must be an IPv4 address, optionally with /prefix, like "10.0.0.20/24" (got "10.0.0.20/33")`,
+    );
+    expect(err(cfg((x) => (x.provisioner = { ...withIp, addresses: ['10.0.0.20/24', '10.0.0.20/16'] })))).toBe(`${FILE}: provisioner.addresses[1]: duplicate address 10.0.0.20`);
+    expect(err(cfg((x) => (x.provisioner = { ...PROV, addresses: ['10.0.0.20/24'] })))).toBe(
+      `${FILE}: provisioner.cmdline: must contain {ip} when "addresses" is given (each replica is told its address there) (got "console=ttyS0 ciel.container={container}")`,
+    );
+    expect(err(cfg((x) => (x.provisioner = withIp)))).toBe(`${FILE}: provisioner.cmdline: contains {ip} but there are no "addresses" to fill it with`);
+  });
 });

@@ -4,7 +4,7 @@ import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { DryRunProvisioner, HookBalancer, replicaSpec } from '../../runtime/controller/standalone.ts';
+import { DryRunProvisioner, HookBalancer, ReplicaAddresses, replicaSpec } from '../../runtime/controller/standalone.ts';
 import type { ReplicaProvisionerConfig } from '../../runtime/controller/config.ts';
 import type { ControllerEvent } from '../../runtime/controller/types.ts';
 import { EventLines } from '../../runtime/view/autoscale-events.ts';
@@ -47,6 +47,23 @@ describe('replicas', () => {
     expect(replicaSpec(p, 'web', 'ciel-web-1')).toEqual({ name: 'ciel-web-1', container: 'web', vcpus: 1, memMiB: 256, kernel: '/k', initrd: '/i', cmdline: 'console=ttyS0 ciel.container=web', disk: 'overlay' });
     expect(replicaSpec({ ...p, ready: 'up: {container}' }, 'db', 'x').ready).toBe('up: db');
     expect(replicaSpec({ ...p, ready: null }, 'db', 'x').ready).toBeNull();
+  });
+
+  it('ReplicaAddresses: first free address, a paused pooled replica keeps its own, exhaustion is an error', () => {
+    const a = new ReplicaAddresses(['10.0.0.20/24', '10.0.0.21/24']);
+    const pa = { ...p, cmdline: `${p.cmdline} ip={ip}`, addresses: a.entries as string[] };
+    const web1 = a.forSpec('ciel-web-1', 'web', []);
+    expect(replicaSpec(pa, 'web', 'ciel-web-1', web1).cmdline).toBe('console=ttyS0 ciel.container=web ip=10.0.0.20/24');
+    a.taken('ciel-web-1', 'ciel-web-1-run');
+    expect(a.address('ciel-web-1-run')).toBe('10.0.0.20');
+    // db gets the next free one
+    expect(a.forSpec('ciel-db-2', 'db', [])).toBe('10.0.0.21/24');
+    a.taken('ciel-db-2', 'ciel-db-2-run');
+    // web's replica went back to the pool paused: the next web spec carries its address, so the pool resumes it
+    const pooled = [{ name: 'ciel-web-1-run', spec: replicaSpec(pa, 'web', 'ciel-web-1', web1), state: 'paused' as const, disk: '', serialLog: '' }];
+    expect(a.forSpec('ciel-web-3', 'web', pooled)).toBe('10.0.0.20/24');
+    // a second web replica while the first runs: none left
+    expect(() => a.forSpec('ciel-web-4', 'web', [])).toThrow('no free replica address: all 2 of provisioner.addresses are held by replicas of this run');
   });
 
   it('the dry-run provisioner records and starts nothing', async () => {

@@ -72,6 +72,18 @@ describe('ciel autoscale --dry-run on the real test guest', () => {
           },
         ],
         policy: demoPolicy(),
+        // a provisioner with an address list, so the replica's spec is made (and its address told) as
+        // for real; --dry-run starts nothing
+        provisioner: {
+          kind: 'qemu-direct',
+          template: join(dir, 'never-used.qcow2'),
+          kernel: join(dir, 'vmlinuz'),
+          initrd: join(dir, 'initrd'),
+          cmdline: 'console=ttyS0 ciel.container={container} ciel.ip={ip}',
+          vcpus: 1,
+          memMiB: 256,
+          addresses: ['10.77.0.30/24', '10.77.0.31/24'],
+        },
       }),
     );
     const proc = execa('npx', ['tsx', 'cli/main.ts', 'autoscale', '--config', config, '--dry-run', '--json', '--interval', '200ms'], { cwd: ROOT, reject: false });
@@ -131,7 +143,7 @@ describe('ciel autoscale --dry-run on the real test guest', () => {
     const r = await proc;
     expect(r.exitCode, stderr).toBe(0);
     expect(stderr).toContain('SIGINT: stopping');
-    expect(stderr).toContain('dry run: would have started ciel-web-1 (web)');
+    expect(stderr).toContain('dry run: would have started ciel-web-1 (web, 10.77.0.30)');
     expect(guest.alive()).toBe(true);
   });
 });
