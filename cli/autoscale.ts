@@ -6,6 +6,7 @@ import { accessSync, constants, existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { GENERATED } from '../compiler/build.ts';
+import { abortableSleep } from '../runtime/abortable-sleep.ts';
 import { Autoscaler, jsonLines, type AutoscalerOptions, type LoadBalancer, type ReplicaProvisioner } from '../runtime/controller/autoscaler.ts';
 import { loadAutoscaleConfig, type AutoscaleConfig, type AutoscaleVm } from '../runtime/controller/config.ts';
 import { PolicyEngine } from '../runtime/controller/policy.ts';
@@ -154,18 +155,6 @@ class CountedAutoscaler extends Autoscaler {
     }
   }
 }
-
-const abortableSleep = (ms: number, signal: AbortSignal) =>
-  new Promise<void>((resolve) => {
-    if (signal.aborted) return resolve();
-    const done = () => {
-      clearTimeout(t);
-      signal.removeEventListener('abort', done);
-      resolve();
-    };
-    const t = setTimeout(done, ms);
-    signal.addEventListener('abort', done, { once: true });
-  });
 
 export async function runAutoscale(o: AutoscaleCliOptions): Promise<number> {
   if (!o.config) throw new CielError('autoscale needs --config FILE (see `ciel autoscale --help` for the format)');

@@ -152,13 +152,16 @@ export function parseJson(text: string, file: string): unknown {
   }
 }
 
-/** Read and validate a config file. */
-export function loadConfig(file: string): CielConfig {
-  let text: string;
+/** A config file's text, or a BadInputError naming the file. */
+export function readConfigText(file: string): string {
   try {
-    text = readFileSync(file, 'utf8');
+    return readFileSync(file, 'utf8');
   } catch (e) {
     throw new BadInputError(file, `cannot read the config: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
   }
-  return parseConfig(text, file);
+}
+
+/** Read and validate a config file. */
+export function loadConfig(file: string): CielConfig {
+  return parseConfig(readConfigText(file), file);
 }

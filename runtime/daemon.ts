@@ -8,6 +8,7 @@
 // * Container names and images come from the VM's disk image (runtime/names/docker-disk.ts):
 //   read once before the first sample, then refreshed in the background (never on the sample path).
 // * A vmcore is static: it is sampled once and its loop ends.
+import { abortableSleep } from './abortable-sleep.ts';
 import { ElfCoreBackend } from './backends/elf-core.ts';
 import type { GuestRegisters, MemoryBackend, PhysRange } from './backends/backend.ts';
 import { GuestStateError, QemuLiveBackend } from './backends/qemu-live.ts';
@@ -236,17 +237,6 @@ class VmNames {
   }
 }
 
-const sleep = (ms: number, signal?: AbortSignal) =>
-  new Promise<void>((resolve) => {
-    if (signal?.aborted) return resolve();
-    const t = setTimeout(done, ms);
-    function done() {
-      clearTimeout(t);
-      signal?.removeEventListener('abort', done);
-      resolve();
-    }
-    signal?.addEventListener('abort', done, { once: true });
-  });
 
 const asError = (e: unknown) => (e instanceof Error ? e : new Error(String(e)));
 
@@ -290,7 +280,7 @@ export async function runVm(vm: DaemonVm, h: DaemonHandlers, o: DaemonOptions = 
             return res;
           }
           h.onError(vm.name, new CielError(`cannot attach: ${err.message} (retrying in ${backoff < 1000 ? `${backoff} ms` : `${Math.round(backoff / 1000)} s`})`), 'open');
-          await sleep(backoff, o.signal);
+          await abortableSleep(backoff, o.signal);
           backoff = Math.min(backoff * 2, retryMax);
           continue;
         }
@@ -320,7 +310,7 @@ export async function runVm(vm: DaemonVm, h: DaemonHandlers, o: DaemonOptions = 
           await detach();
           h.onNote?.(vm.name, state.status === 'reset' ? 'guest was reset; re-attaching' : 'detached; retrying');
           if (state.status !== 'reset') {
-            await sleep(backoff, o.signal);
+            await abortableSleep(backoff, o.signal);
             backoff = Math.min(backoff * 2, retryMax);
           }
           continue;
@@ -334,7 +324,7 @@ export async function runVm(vm: DaemonVm, h: DaemonHandlers, o: DaemonOptions = 
       if (once) break;
       next += vm.intervalMs;
       const wait = next - performance.now();
-      if (wait > 0) await sleep(wait, o.signal);
+      if (wait > 0) await abortableSleep(wait, o.signal);
       else next = performance.now(); // late: do not burst to catch up
     }
     return res;

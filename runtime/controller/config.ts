@@ -7,9 +7,8 @@
 // a fraction > 0 and <= 1 (0.7 = 70 %) (got number 0)`), unknown fields are errors, relative paths are
 // resolved against the directory of the config file.
 
-import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
-import { describe, parseJson } from '../config.ts';
+import { describe, parseJson, readConfigText } from '../config.ts';
 import { BadInputError } from '../errors.ts';
 import type { DiskStrategy } from '../provisioners/provisioner.ts';
 import { RESOURCES, type PolicyConfig, type Resource, type ResourcePolicy } from './types.ts';
@@ -321,11 +320,5 @@ export function parseAutoscaleConfig(text: string, file: string, baseDir?: strin
 
 /** Read and validate a config file. */
 export function loadAutoscaleConfig(file: string): AutoscaleConfig {
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (e) {
-    throw new BadInputError(file, `cannot read the config: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
-  }
-  return parseAutoscaleConfig(text, file);
+  return parseAutoscaleConfig(readConfigText(file), file);
 }

@@ -68,6 +68,16 @@ export class GuestChannel {
     return ch;
   }
 
+  /**
+   * The VM's channel kept in `holder`: the open one, else a new one on `holder.ctlPath` (kept for the
+   * next call). The provisioners keep one per running VM this way.
+   */
+  static async reuseOrOpen(holder: { channel?: GuestChannel; ctlPath: string }, timeoutMs = 30_000): Promise<GuestChannel> {
+    if (holder.channel && !holder.channel.closed) return holder.channel;
+    holder.channel = await GuestChannel.open(holder.ctlPath, timeoutMs);
+    return holder.channel;
+  }
+
   get closed(): boolean {
     return this.gone !== null;
   }

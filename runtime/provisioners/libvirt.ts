@@ -422,9 +422,7 @@ export class LibvirtProvisioner implements Provisioner {
   async channel(vm: Vm, timeoutMs = 30_000): Promise<GuestChannel> {
     const r = this.rec(vm);
     if (vm.state !== 'running') throw new Error(`domain ${vm.name} is not running`);
-    if (r.channel && !r.channel.closed) return r.channel;
-    r.channel = await GuestChannel.open(r.ctlPath, timeoutMs);
-    return r.channel;
+    return GuestChannel.reuseOrOpen(r, timeoutMs);
   }
 
   /** Run a shell script inside the guest over the control channel. */

@@ -410,9 +410,7 @@ export class QemuDirectProvisioner implements Provisioner {
   async channel(vm: Vm, timeoutMs = 30_000): Promise<GuestChannel> {
     const r = this.rec(vm);
     if (!r.child || vm.state !== 'running') throw new Error(`VM ${vm.name} is not running`);
-    if (r.channel && !r.channel.closed) return r.channel;
-    r.channel = await GuestChannel.open(r.ctlPath, timeoutMs);
-    return r.channel;
+    return GuestChannel.reuseOrOpen(r, timeoutMs);
   }
 
   /** Run a shell script inside the guest over the control channel. */
