@@ -36,8 +36,10 @@ export interface LatencyRow {
   crossedToDetect: number[];
 }
 
-// An independent CPU trace of the QEMU process: every 2 ms, the sum of its threads' schedstat (ns).
-// Plain JS in a worker so the controller's event loop cannot delay the readings.
+// An independent CPU trace of the QEMU process: every 2 ms, the sum of its threads' schedstat (ns), with
+// exited threads kept, as runtime/qemu-proc-stats.ts sums them. Plain JS in a worker so the controller's
+// event loop cannot delay the readings; a copy and not an import of QemuProcStats because tsx's loader
+// does not reach worker threads on Node 20 (a .ts worker fails with ERR_UNKNOWN_FILE_EXTENSION).
 const TRACER = `
 const { parentPort, workerData } = require('node:worker_threads');
 const fs = require('node:fs');

@@ -18,19 +18,8 @@ import { tool } from '../runtime/provisioners/common.ts';
 import { ensureTestGuest } from '../runtime/provisioners/guest.ts';
 import { LibvirtDaemon, LibvirtProvisioner } from '../runtime/provisioners/libvirt.ts';
 import type { VmSpec } from '../runtime/provisioners/provisioner.ts';
+import { median, ScaleOutSamples, type ScaleOutRow } from './scale-out-rows.ts';
 
-export interface LibvirtScaleOutRow {
-  method: string;
-  clone_ms: number;
-  boot_ms: number;
-  total_ms: number;
-  note?: string;
-}
-
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length ? (s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2) : NaN;
-};
 const f0 = (x: number) => x.toFixed(0);
 
 export const LIBVIRT_METHODS = {
@@ -39,7 +28,7 @@ export const LIBVIRT_METHODS = {
   warm: 'libvirt: warm start (restore saved memory + fix-up)',
 } as const;
 
-export async function benchLibvirtScaleOut(reps: number, progress: (s: string) => void): Promise<LibvirtScaleOutRow[]> {
+export async function benchLibvirtScaleOut(reps: number, progress: (s: string) => void): Promise<ScaleOutRow[]> {
   const M = LIBVIRT_METHODS;
   const guest = await ensureTestGuest();
   const dir = cacheDir('bench-scaling-libvirt', String(process.pid));
@@ -47,13 +36,8 @@ export async function benchLibvirtScaleOut(reps: number, progress: (s: string) =
   const template = `ciel-lvb-tmpl-${process.pid}`;
   const P = `ciel-lvb-${process.pid}`;
   const spec = (name: string): VmSpec => guest.spec(name, 'web');
-  const samples = new Map<string, { clone: number[]; boot: number[]; note?: string }>();
-  const add = (method: string, clone: number, boot: number) => {
-    const m = samples.get(method) ?? { clone: [], boot: [] };
-    m.clone.push(clone);
-    m.boot.push(boot);
-    samples.set(method, m);
-  };
+  const samples = new ScaleOutSamples();
+  const add = samples.add.bind(samples);
   const provs: LibvirtProvisioner[] = [];
   try {
     // e1000: the test guest's NIC driver (the warm fix-up sets the MAC on eth0)
@@ -98,22 +82,18 @@ export async function benchLibvirtScaleOut(reps: number, progress: (s: string) =
       w.copyRestore.push(c.restore_ms);
       await copy.destroy(c.vm);
     }
-    samples.get(M.warm)!.note =
+    samples.note(
+      M.warm,
       `restore ${f0(median(w.restore))} ms + fix-up ${f0(median(w.fixup))} ms; image ${(saved.bytes / 2 ** 20).toFixed(1)} MiB (${saved.bytes} B), saved once in ${f0(saved.save_ms)} ms; ` +
-      `per-clone image: ${f0(median(w.image))} ms (new header through a FIFO, stream not copied); copying the stream instead: ${f0(median(w.copyImage))} ms, restore ${f0(median(w.copyRestore))} ms`;
+      `per-clone image: ${f0(median(w.image))} ms (new header through a FIFO, stream not copied); copying the stream instead: ${f0(median(w.copyImage))} ms, restore ${f0(median(w.copyRestore))} ms`,
+    );
   } finally {
     for (const p of provs) await p.close().catch(() => {});
     await tool('virsh', ['-c', daemon.uri, 'undefine', template]).catch(() => {});
     rmSync(dir, { recursive: true, force: true });
     await daemon.stop();
   }
-  return [...samples.entries()].map(([method, m]) => ({
-    method,
-    clone_ms: median(m.clone),
-    boot_ms: median(m.boot),
-    total_ms: median(m.clone.map((c, i) => c + m.boot[i]!)),
-    ...(m.note ? { note: m.note } : {}),
-  }));
+  return samples.rows();
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {

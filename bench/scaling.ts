@@ -24,20 +24,9 @@ import { bootGuest } from '../test/guest/boot.ts';
 import { ORIGIN_MEM_MIB, ORIGIN_VCPUS, RELEASE } from '../test/e2e/scenario.ts';
 import { latencyTrials, type LatencyRow } from './scaling-latency.ts';
 import { benchLibvirtScaleOut } from './scaling-libvirt.ts';
+import { median, ScaleOutSamples, type ScaleOutRow } from './scale-out-rows.ts';
 import { serviceNames, startServices } from '../test/e2e/services.ts';
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length ? (s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2) : NaN;
-};
-
-export interface ScaleOutRow {
-  method: string;
-  clone_ms: number;
-  boot_ms: number;
-  total_ms: number;
-  note?: string;
-}
 
 /** (interval ms, container baseline) of the latency rows */
 const LATENCY_ROWS = [
@@ -105,14 +94,8 @@ export async function benchScaling(
       cmdline: guest.cmdline('web'),
       disk,
     });
-    const samples = new Map<string, { clone: number[]; boot: number[]; note?: string }>();
-    const add = (method: string, clone: number, boot: number, note?: string) => {
-      const m = samples.get(method) ?? { clone: [], boot: [] };
-      m.clone.push(clone);
-      m.boot.push(boot);
-      if (note) m.note = note;
-      samples.set(method, m);
-    };
+    const samples = new ScaleOutSamples();
+    const add = samples.add.bind(samples);
     const M = {
       overlay: 'overlay clone (qcow2 backing file)',
       sparse: 'sparse-copy clone',
@@ -170,12 +153,12 @@ export async function benchScaling(
             add(M.warm, r.clone_ms, r.boot_ms);
             await prov.destroy(r.vm);
           }
-          samples.get(M.warm)!.note = `restore ${median(restores).toFixed(0)} ms + fix-up ${median(fixups).toFixed(0)} ms (fix-ups ${fixups.map((x) => x.toFixed(0)).join('/')}); image ${(saved.bytes / 2 ** 20).toFixed(0)} MiB, saved once in ${saved.save_ms.toFixed(0)} ms`;
+          samples.note(M.warm, `restore ${median(restores).toFixed(0)} ms + fix-up ${median(fixups).toFixed(0)} ms (fix-ups ${fixups.map((x) => x.toFixed(0)).join('/')}); image ${(saved.bytes / 2 ** 20).toFixed(0)} MiB, saved once in ${saved.save_ms.toFixed(0)} ms`);
         } catch (e) {
-          samples.set(M.warm, { clone: [NaN], boot: [NaN], note: `failed: ${(e as Error).message.slice(0, 160)}` });
+          samples.failed(M.warm, `failed: ${(e as Error).message.slice(0, 160)}`);
         }
       } else {
-        samples.set(M.warm, { clone: [NaN], boot: [NaN], note: 'not offered by this provisioner build' });
+        samples.failed(M.warm, 'not offered by this provisioner build');
       }
     } finally {
       await prov.close();
@@ -209,11 +192,7 @@ export async function benchScaling(
     } finally {
       rmSync(tdir, { recursive: true, force: true });
     }
-    rows = [...samples.entries()].map(([method, m]) => {
-      const clone_ms = median(m.clone);
-      const boot_ms = median(m.boot);
-      return { method, clone_ms, boot_ms, total_ms: median(m.clone.map((c, i) => c + m.boot[i]!)), note: m.note };
-    });
+    rows = samples.rows();
     // the same minimal VM through libvirt (libvirtd started when absent)
     try {
       rows.push(...(await benchLibvirtScaleOut(reps, progress)));

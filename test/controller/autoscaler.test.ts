@@ -1,6 +1,6 @@
 import { PassThrough } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { Autoscaler, jsonLines, type Backend, type LoadBalancer } from '../../runtime/controller/autoscaler.ts';
+import { Autoscaler, jsonLines, type AutoscalerOptions, type Backend, type LoadBalancer } from '../../runtime/controller/autoscaler.ts';
 import { PolicyEngine } from '../../runtime/controller/policy.ts';
 import type { ControllerEvent, VmStats } from '../../runtime/controller/types.ts';
 import type { Acquired, ReleaseMode, Vm, VmSpec } from '../../runtime/provisioners/provisioner.ts';
@@ -39,6 +39,21 @@ class FakeLb implements LoadBalancer {
   async removeBackend(service: string, b: Backend) {
     this.backends.set(service, (this.backends.get(service) ?? []).filter((x) => x.vm !== b.vm));
   }
+}
+
+/** Autoscaler options on a fake clock (sleep advances it) with the fake provisioner and balancer; a test gives the rest. */
+function onFakes(clock: FakeClock, o: Pick<AutoscalerOptions, 'vms' | 'engine' | 'vmSource' | 'sampler'> & Partial<AutoscalerOptions>): AutoscalerOptions {
+  return {
+    provisioner: new FakeProvisioner(),
+    lb: new FakeLb(),
+    clock: clock.now,
+    sleep: async (ms) => {
+      clock.ms += ms;
+    },
+    specFor: (container, name) => ({ name, vcpus: 1, memMiB: 128, kernel: 'k', initrd: 'i', cmdline: '', disk: 'overlay', container }),
+    emit: () => {},
+    ...o,
+  };
 }
 
 describe('Autoscaler loop', () => {
@@ -145,7 +160,7 @@ describe('Autoscaler loop', () => {
     const cs = new ContainerSeries('origin', 1);
     let i = 0;
     const reads: string[] = [];
-    const a = new Autoscaler({
+    const a = new Autoscaler(onFakes(clock, {
       vms: ['origin'],
       engine,
       vmSource: { vmStats: async (): Promise<VmStats> => vmS.at(i * 1000, script[i]![0]) },
@@ -159,15 +174,7 @@ describe('Autoscaler loop', () => {
           return cs.at(clock.ms - T0, script[i]![1]);
         },
       },
-      provisioner: new FakeProvisioner(),
-      lb: new FakeLb(),
-      clock: clock.now,
-      sleep: async (ms) => {
-        clock.ms += ms;
-      },
-      specFor: (container, name) => ({ name, vcpus: 1, memMiB: 128, kernel: 'k', initrd: 'i', cmdline: '', disk: 'overlay', container }),
-      emit: () => {},
-    });
+    }));
     const decisions: string[] = [];
     for (i = 0; i < script.length; i++) {
       clock.set(i * 1000);
@@ -205,7 +212,7 @@ describe('Autoscaler loop', () => {
     };
     const ac = new AbortController();
     const decisions: string[] = [];
-    const a = new Autoscaler({
+    const a = new Autoscaler(onFakes(clock, {
       vms: ['origin'],
       engine,
       vmSource: {
@@ -218,20 +225,16 @@ describe('Autoscaler loop', () => {
         },
       },
       sampler: { sample: read, baseline: read },
-      provisioner: new FakeProvisioner(),
-      lb: new FakeLb(),
-      clock: clock.now,
       sleep: async (ms) => {
         clock.ms += ms;
         if (clock.ms - T0 >= o.until) ac.abort();
       },
       intervalMs: 100,
       ...(o.recheckNewlyHot === undefined ? {} : { recheckNewlyHot: o.recheckNewlyHot }),
-      specFor: (container, name) => ({ name, vcpus: 1, memMiB: 128, kernel: 'k', initrd: 'i', cmdline: '', disk: 'overlay', container }),
       emit: (e) => {
         if (e.type === 'decision') decisions.push(`${e.action} ${e.container} @${clock.ms - T0}`);
       },
-    });
+    }));
     await a.run(ac.signal);
     return { checks, decisions };
   }
@@ -258,7 +261,7 @@ describe('Autoscaler loop', () => {
     const engine = new PolicyEngine({ policies: [{ resource: 'cpu', vmThreshold: 0.5, target: 0.5 }] }, clock.now);
     const vmS = new VmSeries('ok', 1);
     const events: ControllerEvent[] = [];
-    const a = new Autoscaler({
+    const a = new Autoscaler(onFakes(clock, {
       vms: ['gone', 'ok'],
       engine,
       vmSource: {
@@ -272,15 +275,8 @@ describe('Autoscaler loop', () => {
           throw new Error('VMI read failed');
         },
       },
-      provisioner: new FakeProvisioner(),
-      lb: new FakeLb(),
-      clock: clock.now,
-      sleep: async (ms) => {
-        clock.ms += ms;
-      },
-      specFor: (container, name) => ({ name, vcpus: 1, memMiB: 128, kernel: 'k', initrd: 'i', cmdline: '', disk: 'overlay', container }),
       emit: (e) => events.push(e),
-    });
+    }));
     await a.step();
     clock.set(1000);
     await a.step();
@@ -302,7 +298,7 @@ describe('Autoscaler loop', () => {
     const cs = new ContainerSeries('o', 1);
     let t = 0;
     const events: ControllerEvent[] = [];
-    const a = new Autoscaler({
+    const a = new Autoscaler(onFakes(clock, {
       vms: ['o'],
       engine,
       vmSource: { vmStats: async () => vmS.at(t, t === 0 ? 0 : 0.95) },
@@ -313,14 +309,8 @@ describe('Autoscaler loop', () => {
         },
         release: async () => {},
       },
-      lb: new FakeLb(),
-      clock: clock.now,
-      sleep: async (ms) => {
-        clock.ms += ms;
-      },
-      specFor: (container, name) => ({ name, vcpus: 1, memMiB: 128, kernel: 'k', initrd: 'i', cmdline: '', disk: 'overlay', container }),
       emit: (e) => events.push(e),
-    });
+    }));
     await a.step(); // VM baseline
     t = 1000;
     clock.set(t);
