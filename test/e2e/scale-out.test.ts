@@ -43,7 +43,10 @@ describe('scale-out of the hot container on the real test guest (QEMU-direct, re
     const dec = s.find((e) => e.type === 'decision' && e.action === 'scale_out', crossedAt)!;
     expect(dec.e).toMatchObject({ type: 'decision', container: 'web', vm: s.originName, from: 1, to: 2 });
     // no other service was ever over its threshold or scaled (the trend rule may *consider* db or batch on a
-    // noisy VM-level reading before the crossing; the HPA tolerance then keeps it from acting)
+    // noisy VM-level reading before the crossing, without a decision). The trend rule can decide for web at
+    // the first hot interval, before web's own rate is over its threshold: wait for the first sample
+    // after the decision that shows it over (the scaled-out VM is sampled every interval).
+    await s.waitFor(() => s.find((e) => e.type === 'container_hot' && e.container === 'web', crossedAt), 10_000, "web's container_hot");
     const over = s.events.filter((x) => x.e.type === 'container_hot').map((x) => (x.e.type === 'container_hot' ? x.e.container : ''));
     expect(new Set(over)).toEqual(new Set(['web']));
     const decided = s.events.filter((x) => x.e.type === 'decision').map((x) => (x.e.type === 'decision' ? x.e.container : ''));
