@@ -5,7 +5,7 @@
 // samples, and restores the bytes. Any outcome other than a sample or a clear error (BadInputError,
 // GuestFaultError, CielError) is "unexpected" and fails the run; a crash would end the process.
 import { fileURLToPath } from 'node:url';
-import { dumpLayout, fuzzElf, guestDump, type FuzzResult } from '../test/hostile/elf-dump.ts';
+import { dumpLayout, fuzzElf, guestDump, type FuzzResult } from '../testbed/elf-dump.ts';
 
 export interface FuzzElfOptions {
   cases?: number;

@@ -7,10 +7,10 @@ import koffi from 'koffi';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { RawFileBackend } from '../runtime/backends/raw-file.ts';
-import { NativeRuntime } from '../runtime/native-runtime.ts';
-import { compileReader, compileReaderNative } from '../test/synthetic/fixture.ts';
-import { PAGE, SyntheticGuest } from '../test/synthetic/image.ts';
+import { RawFileBackend } from '../vmi/backends/raw-file.ts';
+import { NativeRuntime } from '../vmi/native-runtime.ts';
+import { compileReader, compileReaderNative } from '../testbed/synthetic/fixture.ts';
+import { PAGE, SyntheticGuest } from '../testbed/synthetic/image.ts';
 
 const SEQ_WORDS = 1 << 17; // 1 MiB: 256 pages, all fit in the 512-entry TLB
 const CHASE_NODES = 4096; // 64-byte nodes over 256 KiB (64 pages), random cyclic order

@@ -5,8 +5,8 @@
 import { mkdirSync, readFileSync, rmdirSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { buildMonitor } from '../compiler/build.ts';
-import { openQemuMonitor } from '../runtime/monitor-loop.ts';
-import { bootGuest } from '../test/guest/boot.ts';
+import { openQemuMonitor } from '../vmi/qemu-attach.ts';
+import { bootGuest } from '../testbed/guest/boot.ts';
 
 const RELEASE = '6.1.0-56-amd64';
 const COUNTS = [1, 10, 100];

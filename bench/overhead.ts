@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { buildMonitor } from '../compiler/build.ts';
-import { bootGuest, type Guest } from '../test/guest/boot.ts';
+import { bootGuest, type Guest } from '../testbed/guest/boot.ts';
 
 const RELEASE = '6.1.0-56-amd64';
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');

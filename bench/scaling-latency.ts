@@ -13,14 +13,14 @@
 // Target (issue 6): decision <= 100 ms after the threshold is crossed, at 10 Hz.
 
 import { Worker } from 'node:worker_threads';
-import { Autoscaler } from '../runtime/controller/autoscaler.ts';
-import { PolicyEngine } from '../runtime/controller/policy.ts';
-import type { ControllerEvent } from '../runtime/controller/types.ts';
-import type { MonitorSampler, ProcVmStats } from '../runtime/controller/wiring.ts';
-import type { Acquired, Vm, VmSpec } from '../runtime/provisioners/provisioner.ts';
-import type { Guest } from '../test/guest/boot.ts';
-import { demoPolicy } from '../test/e2e/scenario.ts';
-import { setLoad } from '../test/e2e/services.ts';
+import { Autoscaler } from '../controller/autoscaler.ts';
+import { PolicyEngine } from '../controller/policy.ts';
+import type { ControllerEvent } from '../controller/types.ts';
+import type { MonitorSampler, ProcVmStats } from '../controller/wiring.ts';
+import type { Acquired, Vm, VmSpec } from '../provisioners/provisioner.ts';
+import type { Guest } from '../testbed/guest/boot.ts';
+import { demoPolicy } from '../testbed/scenario.ts';
+import { setLoad } from '../testbed/services.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -37,7 +37,7 @@ export interface LatencyRow {
 }
 
 // An independent CPU trace of the QEMU process: every 2 ms, the sum of its threads' schedstat (ns), with
-// exited threads kept, as runtime/qemu-proc-stats.ts sums them. Plain JS in a worker so the controller's
+// exited threads kept, as vmstats/qemu-proc-stats.ts sums them. Plain JS in a worker so the controller's
 // event loop cannot delay the readings; a copy and not an import of QemuProcStats because tsx's loader
 // does not reach worker threads on Node 20 (a .ts worker fails with ERR_UNKNOWN_FILE_EXTENSION).
 const TRACER = `

@@ -13,11 +13,11 @@
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { cacheDir } from '../runtime/cache.ts';
-import { tool } from '../runtime/provisioners/common.ts';
-import { ensureTestGuest } from '../runtime/provisioners/guest.ts';
-import { LibvirtDaemon, LibvirtProvisioner } from '../runtime/provisioners/libvirt.ts';
-import type { VmSpec } from '../runtime/provisioners/provisioner.ts';
+import { cacheDir } from '../common/cache.ts';
+import { tool } from '../provisioners/common.ts';
+import { ensureTestGuest } from '../testbed/minimal-guest.ts';
+import { LibvirtDaemon, LibvirtProvisioner } from '../provisioners/libvirt.ts';
+import type { VmSpec } from '../provisioners/provisioner.ts';
 import { median, ScaleOutSamples, type ScaleOutRow } from './scale-out-rows.ts';
 
 const f0 = (x: number) => x.toFixed(0);

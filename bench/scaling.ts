@@ -15,17 +15,17 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { buildMonitor, GENERATED } from '../compiler/build.ts';
-import { cacheDir } from '../runtime/cache.ts';
-import { MonitorSampler, ProcVmStats } from '../runtime/controller/wiring.ts';
-import { ensureTestGuest } from '../runtime/provisioners/guest.ts';
-import type { Acquired, Vm, VmSpec } from '../runtime/provisioners/provisioner.ts';
-import { QemuDirectProvisioner } from '../runtime/provisioners/qemu-direct.ts';
-import { bootGuest } from '../test/guest/boot.ts';
-import { ORIGIN_MEM_MIB, ORIGIN_VCPUS, RELEASE } from '../test/e2e/scenario.ts';
+import { cacheDir } from '../common/cache.ts';
+import { MonitorSampler, ProcVmStats } from '../controller/wiring.ts';
+import { ensureTestGuest } from '../testbed/minimal-guest.ts';
+import type { Acquired, Vm, VmSpec } from '../provisioners/provisioner.ts';
+import { QemuDirectProvisioner } from '../provisioners/qemu-direct.ts';
+import { bootGuest } from '../testbed/guest/boot.ts';
+import { ORIGIN_MEM_MIB, ORIGIN_VCPUS, RELEASE } from '../testbed/scenario.ts';
 import { latencyTrials, type LatencyRow } from './scaling-latency.ts';
 import { benchLibvirtScaleOut } from './scaling-libvirt.ts';
 import { median, ScaleOutSamples, type ScaleOutRow } from './scale-out-rows.ts';
-import { serviceNames, startServices } from '../test/e2e/services.ts';
+import { serviceNames, startServices } from '../testbed/services.ts';
 
 
 /** (interval ms, container baseline) of the latency rows */

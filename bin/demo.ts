@@ -19,12 +19,12 @@
 
 import { writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { cacheDir } from '../runtime/cache.ts';
+import { cacheDir } from '../common/cache.ts';
 import { buildMonitor } from '../compiler/build.ts';
-import type { ControllerEvent } from '../runtime/controller/types.ts';
-import type { TimedEvent } from '../runtime/controller/wiring.ts';
-import { plotSvg, type PlotMarker, type PlotSeries } from '../runtime/view/plot-svg.ts';
-import { RELEASE, Scenario, type Tick } from '../test/e2e/scenario.ts';
+import type { ControllerEvent } from '../controller/types.ts';
+import type { TimedEvent } from '../controller/wiring.ts';
+import { plotSvg, type PlotMarker, type PlotSeries } from '../testbed/plot-svg.ts';
+import { RELEASE, Scenario, type Tick } from '../testbed/scenario.ts';
 
 const argv = process.argv.slice(2);
 const flag = (f: string) => argv.includes(f);

@@ -1,22 +1,22 @@
-// `ciel autoscale`: the scaling controller (runtime/controller/) on the user's own VMs. Watches the
+// `ciel autoscale`: the scaling controller (controller/) on the user's own VMs. Watches the
 // containers of origin VMs from outside (VMI monitor + VM-level stats), decides like Kubernetes' HPA,
 // and scales out only the hot container into a new minimal VM; or, in a dry run, only says what it would
-// do. The parts around the Autoscaler are runtime/controller/standalone.ts; the config config.ts.
+// do. The parts around the Autoscaler are controller/standalone.ts; the config config.ts.
 import { accessSync, constants, existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { GENERATED } from '../compiler/build.ts';
-import { abortableSleep } from '../runtime/abortable-sleep.ts';
-import { Autoscaler, jsonLines, type AutoscalerOptions, type LoadBalancer, type ReplicaProvisioner } from '../runtime/controller/autoscaler.ts';
-import { loadAutoscaleConfig, type AutoscaleConfig, type AutoscaleVm } from '../runtime/controller/config.ts';
-import { PolicyEngine } from '../runtime/controller/policy.ts';
-import { DiskNames, DryRunProvisioner, HookBalancer, makeProvisioner, NO_BALANCER, ReplicaAddresses, replicaSpec, vmLevelSource } from '../runtime/controller/standalone.ts';
-import type { ControllerEvent } from '../runtime/controller/types.ts';
-import { MonitorSampler, TrackingProvisioner } from '../runtime/controller/wiring.ts';
-import { BadInputError, CielError } from '../runtime/errors.ts';
-import { parseInterval } from '../runtime/monitor-loop.ts';
-import type { Provisioner, Vm, VmSpec } from '../runtime/provisioners/provisioner.ts';
-import { EventLines } from '../runtime/view/autoscale-events.ts';
+import { abortableSleep } from '../common/sleep.ts';
+import { Autoscaler, jsonLines, type AutoscalerOptions, type LoadBalancer, type ReplicaProvisioner } from '../controller/autoscaler.ts';
+import { loadAutoscaleConfig, type AutoscaleConfig, type AutoscaleVm } from '../controller/config.ts';
+import { PolicyEngine } from '../controller/policy.ts';
+import { DiskNames, DryRunProvisioner, HookBalancer, makeProvisioner, NO_BALANCER, ReplicaAddresses, replicaSpec, vmLevelSource } from '../controller/standalone.ts';
+import type { ControllerEvent } from '../controller/types.ts';
+import { MonitorSampler, TrackingProvisioner } from '../controller/wiring.ts';
+import { BadInputError, CielError } from '../common/errors.ts';
+import { parseInterval } from '../vmi/qemu-attach.ts';
+import type { Provisioner, Vm, VmSpec } from '../provisioners/provisioner.ts';
+import { EventLines } from '../controller/event-lines.ts';
 
 interface AutoscaleCliOptions {
   config?: string;
@@ -51,7 +51,7 @@ Config (JSON; unknown fields are errors; relative paths are relative to the file
     "memMiB"), or "libvirt": "DOMAIN" with optional "uri" (default qemu:///system; virsh domstats).
     "names": Docker id -> service name (else names from "disk", a raw/qcow2 image with /var/lib/docker,
     else the id). Containers are keyed by name: a service name must be unique across the VMs.
-  policy: the fields of PolicyConfig (runtime/controller/README.md): policies[] {resource cpu|memory|disk|
+  policy: the fields of PolicyConfig (controller/README.md): policies[] {resource cpu|memory|disk|
     network, vmThreshold, containerThreshold, containerThresholds {name: fraction}, target, vmTarget}
     (fractions in (0, 1]), capacities {diskBytesPerSec, netBytesPerSec}, tolerance, scaleUpCooldownMs,
     scaleDownWindowMs, minReplicas, maxReplicas, trendPoints, trendHorizonS, trendMinShare, maxRateGapMs.

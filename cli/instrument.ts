@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { writeFileSync } from 'node:fs';
 import { instrumentModule } from '../passes/instrument.ts';
 import { IRModule } from '../passes/llvm/ir.ts';
-import { RefusedError } from '../runtime/errors.ts';
+import { RefusedError } from '../common/errors.ts';
 
 export function registerInstrument(program: Command): void {
   program

@@ -1,6 +1,6 @@
 // `ciel` command line. Each command lives in its own file; this one only wires them up.
 import { Command } from 'commander';
-import { CielError } from '../runtime/errors.ts';
+import { CielError } from '../common/errors.ts';
 import { registerAutoscale } from './autoscale.ts';
 import { registerBuild } from './build.ts';
 import { registerInstrument } from './instrument.ts';

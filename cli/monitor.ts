@@ -1,15 +1,15 @@
 // `ciel monitor`: the daemon an operator runs on a host. It samples the containers of one or several
 // VMs from outside (no agent in the guest) and shows them as a live table, JSON lines, and/or a
-// Prometheus endpoint with cAdvisor's metric names. The loops live in runtime/daemon.ts.
+// Prometheus endpoint with cAdvisor's metric names. The loops live in monitor/loop.ts.
 import type { Command } from 'commander';
 import type { Counter } from 'prom-client';
-import { loadConfig } from '../runtime/config.ts';
-import { runDaemon, type DaemonSample, type DaemonVm, type ErrorKind } from '../runtime/daemon.ts';
-import { CielError } from '../runtime/errors.ts';
-import { DEFAULT_HOST, DEFAULT_PORT, PrometheusExporter } from '../runtime/exporter/prometheus.ts';
-import { parseInterval } from '../runtime/monitor-loop.ts';
-import { LiveTable } from '../runtime/view/live-table.ts';
-import { RateTracker } from '../runtime/view/rates.ts';
+import { loadConfig } from '../monitor/config.ts';
+import { runDaemon, type DaemonSample, type DaemonVm, type ErrorKind } from '../monitor/loop.ts';
+import { CielError } from '../common/errors.ts';
+import { DEFAULT_HOST, DEFAULT_PORT, PrometheusExporter } from '../monitor/prometheus.ts';
+import { parseInterval } from '../vmi/qemu-attach.ts';
+import { LiveTable } from '../monitor/live-table.ts';
+import { RateTracker } from '../vmi/rates.ts';
 
 interface MonitorCliOptions {
   qemu?: string;

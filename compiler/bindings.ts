@@ -6,7 +6,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Project, VariableDeclarationKind } from 'ts-morph';
-import { BadInputError } from '../runtime/errors.ts';
+import { BadInputError } from '../common/errors.ts';
 import { clang } from './tools.ts';
 
 interface Scalar {

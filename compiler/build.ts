@@ -5,7 +5,7 @@ import { execa } from 'execa';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { BadInputError, CielError } from '../runtime/errors.ts';
+import { BadInputError, CielError } from '../common/errors.ts';
 import { generateBindings } from './bindings.ts';
 import { compileMonitor } from './compile-monitor.ts';
 import { loadBtf } from './kernel/btf.ts';

@@ -3,7 +3,7 @@
 import { execa } from 'execa';
 import { C, initX86, Linkage, type NRef, type Ref } from '../passes/llvm/ffi.ts';
 import type { IRModule } from '../passes/llvm/ir.ts';
-import { ToolError } from '../runtime/errors.ts';
+import { ToolError } from '../common/errors.ts';
 import { runtimeObjects } from './runtime-objects.ts';
 import { clangPath } from './tools.ts';
 

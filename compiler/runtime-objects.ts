@@ -1,15 +1,15 @@
 // The native runtime pieces every monitor is linked with, built once per machine and cached:
 //   gmap_fast.bc  the g_map fast path, linked as IR so the optimizer inlines it into every load site
-//   rt.o          the miss path, page walker and fault containment (runtime/native/rt.c)
+//   rt.o          the miss path, page walker and fault containment (vmi/native/rt.c)
 //   libciel_rt.so rt.c alone, for tools and tests that walk guest page tables without a monitor
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { cacheDir } from '../runtime/cache.ts';
+import { cacheDir } from '../common/cache.ts';
 import { clang } from './tools.ts';
 
-export const NATIVE_DIR = fileURLToPath(new URL('../runtime/native/', import.meta.url));
+export const NATIVE_DIR = fileURLToPath(new URL('../vmi/native/', import.meta.url));
 
 /** Flags shared by both: the fast path gets the kernel monitor's reduced feature set so that it is
  * inline-compatible with any caller (a callee's target features must be a subset of the caller's). */

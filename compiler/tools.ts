@@ -1,7 +1,7 @@
 // Locating and running the external tools the build needs, with clear errors when one is missing.
 import { execa } from 'execa';
 import { existsSync } from 'node:fs';
-import { ToolError } from '../runtime/errors.ts';
+import { ToolError } from '../common/errors.ts';
 
 const CLANG_CANDIDATES = [process.env.CIEL_CLANG, '/usr/bin/clang-14', '/usr/lib/llvm-14/bin/clang'].filter(
   (p): p is string => !!p,

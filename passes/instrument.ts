@@ -1,7 +1,7 @@
 // The instrumentation entry point: one module in, instrumented module + report out.
 // Order matters: relocate kernel symbols first (so their uses become guest pointers the provenance
 // analysis sees), then verify (refusals), then insert g_map.
-import { RefusedError } from '../runtime/errors.ts';
+import { RefusedError } from '../common/errors.ts';
 import { insertGMap } from './gmap-insert.ts';
 import { isDefinedFunction, type IRModule } from './llvm/ir.ts';
 import { Provenance } from './provenance.ts';

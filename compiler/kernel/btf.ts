@@ -4,7 +4,7 @@
 // kind-specific data) and a string section. Type ids start at 1; id 0 is void.
 
 import { closeSync, openSync, readSync } from 'node:fs';
-import { BadInputError, CielError } from '../../runtime/errors.ts';
+import { BadInputError, CielError } from '../../common/errors.ts';
 import { vmlinuxFor, type BtfSourceTree } from './vmlinux.ts';
 export { bzImagePayload, extractVmlinux, vmlinuxFor, type BtfSourceTree } from './vmlinux.ts';
 

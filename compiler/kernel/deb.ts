@@ -12,7 +12,7 @@ import { closeSync, createReadStream, createWriteStream, mkdirSync, openSync, re
 import { dirname } from 'node:path';
 import { createGunzip } from 'node:zlib';
 import type { Readable, Writable } from 'node:stream';
-import { BadInputError, ToolError } from '../../runtime/errors.ts';
+import { BadInputError, ToolError } from '../../common/errors.ts';
 
 export interface ArMember {
   name: string;

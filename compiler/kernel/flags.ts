@@ -2,7 +2,7 @@
 // into userspace-linkable LLVM IR (measured set, see DESIGN.md "Compiling kernel code for userspace").
 
 import { execaSync } from 'execa';
-import { ToolError } from '../../runtime/errors.ts';
+import { ToolError } from '../../common/errors.ts';
 import type { HeaderTree } from './packages.ts';
 
 export const CLANG = 'clang-14';

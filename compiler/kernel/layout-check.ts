@@ -6,7 +6,7 @@
 // We read those from the textual IR (`clang -S -emit-llvm`) and compare each against the
 // kernel's own BTF: headers of the wrong flavour or ABI make the build fail, naming the field.
 
-import { CielError } from '../../runtime/errors.ts';
+import { CielError } from '../../common/errors.ts';
 import { BtfLookupError, type Btf } from './btf.ts';
 
 export interface LayoutConstant {

@@ -2,7 +2,7 @@
 // each part of that kernel: headers (two trees), kbuild, the image (vmlinuz + .config) and the
 // -dbg package (the real System.map).
 
-import { BadInputError } from '../../runtime/errors.ts';
+import { BadInputError } from '../../common/errors.ts';
 
 /** Kernel flavours Debian 12 builds for amd64 that Ciel knows the package layout of. */
 export const FLAVOURS = ['amd64', 'cloud-amd64', 'rt-amd64'] as const;

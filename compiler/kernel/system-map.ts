@@ -5,7 +5,7 @@
 // and KASLR does not slide them. Absolute symbols (type A) are constants, never addresses.
 
 import { readFileSync } from 'node:fs';
-import { BadInputError } from '../../runtime/errors.ts';
+import { BadInputError } from '../../common/errors.ts';
 
 export interface KernelSymbol {
   name: string;

@@ -4,7 +4,7 @@
 // NULL comes back as null.
 import koffi from 'koffi';
 import { existsSync } from 'node:fs';
-import { ToolError } from '../../runtime/errors.ts';
+import { ToolError } from '../../common/errors.ts';
 
 export type Ref = bigint;
 export type NRef = bigint | null;

@@ -1,6 +1,6 @@
 // Small, typed helpers over the raw C API: load/save modules, iterate, name and print values.
 import { extname } from 'node:path';
-import { BadInputError } from '../../runtime/errors.ts';
+import { BadInputError } from '../../common/errors.ts';
 import { C, Op, TypeKind, type NRef, type Ref } from './ffi.ts';
 
 export class IRModule {

@@ -1,11 +1,11 @@
-// The config of `ciel autoscale` (runtime/controller/config.ts): exact error messages (file and field
+// The config of `ciel autoscale` (controller/config.ts): exact error messages (file and field
 // path), defaults, relative paths resolved against the file's directory.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { loadAutoscaleConfig, parseAutoscaleConfig, validateAutoscaleConfig } from '../../runtime/controller/config.ts';
-import { BadInputError } from '../../runtime/errors.ts';
+import { loadAutoscaleConfig, parseAutoscaleConfig, validateAutoscaleConfig } from '../../controller/config.ts';
+import { BadInputError } from '../../common/errors.ts';
 
 const FILE = '/etc/ciel/autoscale.json';
 const dir = mkdtempSync(join(tmpdir(), 'ciel-autoscale-cfg-'));

@@ -1,13 +1,13 @@
-// The parts `ciel autoscale` puts around the Autoscaler (runtime/controller/standalone.ts) and its
-// human-readable event lines (runtime/view/autoscale-events.ts). No VM needed.
+// The parts `ciel autoscale` puts around the Autoscaler (controller/standalone.ts) and its
+// human-readable event lines (monitor/autoscale-events.ts). No VM needed.
 import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { DryRunProvisioner, HookBalancer, ReplicaAddresses, replicaSpec } from '../../runtime/controller/standalone.ts';
-import type { ReplicaProvisionerConfig } from '../../runtime/controller/config.ts';
-import type { ControllerEvent } from '../../runtime/controller/types.ts';
-import { EventLines } from '../../runtime/view/autoscale-events.ts';
+import { DryRunProvisioner, HookBalancer, ReplicaAddresses, replicaSpec } from '../../controller/standalone.ts';
+import type { ReplicaProvisionerConfig } from '../../controller/config.ts';
+import type { ControllerEvent } from '../../controller/types.ts';
+import { EventLines } from '../../controller/event-lines.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'ciel-autoscale-parts-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

@@ -15,10 +15,10 @@ import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildMonitor, GENERATED } from '../../compiler/build.ts';
-import type { ControllerEvent, DecisionEvent } from '../../runtime/controller/types.ts';
-import { demoPolicy, ORIGIN_MEM_MIB, ORIGIN_VCPUS, RELEASE } from '../e2e/scenario.ts';
-import { serviceNames, setLoad, startServices } from '../e2e/services.ts';
-import { bootGuest, type Guest } from '../guest/boot.ts';
+import type { ControllerEvent, DecisionEvent } from '../../controller/types.ts';
+import { demoPolicy, ORIGIN_MEM_MIB, ORIGIN_VCPUS, RELEASE } from '../../testbed/scenario.ts';
+import { serviceNames, setLoad, startServices } from '../../testbed/services.ts';
+import { bootGuest, type Guest } from '../../testbed/guest/boot.ts';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const verbose = process.env.CIEL_E2E_VERBOSE === '1';

@@ -5,14 +5,14 @@
 // attributes 95 % of the origin's measured CPU time to the `web` container.
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cacheDir } from '../../runtime/cache.ts';
-import { Autoscaler, type Backend, type LoadBalancer } from '../../runtime/controller/autoscaler.ts';
-import { PolicyEngine } from '../../runtime/controller/policy.ts';
-import type { ControllerEvent, VmStats } from '../../runtime/controller/types.ts';
-import { ensureTestGuest, type TestGuest } from '../../runtime/provisioners/guest.ts';
-import type { Vm, VmSpec } from '../../runtime/provisioners/provisioner.ts';
-import { QemuDirectProvisioner } from '../../runtime/provisioners/qemu-direct.ts';
-import type { Sample } from '../../runtime/sample.ts';
+import { cacheDir } from '../../common/cache.ts';
+import { Autoscaler, type Backend, type LoadBalancer } from '../../controller/autoscaler.ts';
+import { PolicyEngine } from '../../controller/policy.ts';
+import type { ControllerEvent, VmStats } from '../../controller/types.ts';
+import { ensureTestGuest, type TestGuest } from '../../testbed/minimal-guest.ts';
+import type { Vm, VmSpec } from '../../provisioners/provisioner.ts';
+import { QemuDirectProvisioner } from '../../provisioners/qemu-direct.ts';
+import type { Sample } from '../../vmi/sample.ts';
 
 let guest: TestGuest;
 let prov: QemuDirectProvisioner;

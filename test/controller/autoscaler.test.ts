@@ -1,11 +1,11 @@
 import { PassThrough } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { Autoscaler, jsonLines, type AutoscalerOptions, type Backend, type LoadBalancer } from '../../runtime/controller/autoscaler.ts';
-import { PolicyEngine } from '../../runtime/controller/policy.ts';
-import type { ControllerEvent, VmStats } from '../../runtime/controller/types.ts';
-import type { Acquired, ReleaseMode, Vm, VmSpec } from '../../runtime/provisioners/provisioner.ts';
-import { pickFromPool } from '../../runtime/provisioners/provisioner.ts';
-import type { Sample } from '../../runtime/sample.ts';
+import { Autoscaler, jsonLines, type AutoscalerOptions, type Backend, type LoadBalancer } from '../../controller/autoscaler.ts';
+import { PolicyEngine } from '../../controller/policy.ts';
+import type { ControllerEvent, VmStats } from '../../controller/types.ts';
+import type { Acquired, ReleaseMode, Vm, VmSpec } from '../../provisioners/provisioner.ts';
+import { pickFromPool } from '../../provisioners/provisioner.ts';
+import type { Sample } from '../../vmi/sample.ts';
 import { ContainerSeries, FakeClock, T0, VmSeries } from './series.ts';
 
 class FakeProvisioner {

@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { PolicyEngine } from '../../runtime/controller/policy.ts';
-import { counterRate, hpaDesired, lsqSlope } from '../../runtime/controller/math.ts';
-import type { ControllerEvent, DecisionEvent, PolicyConfig } from '../../runtime/controller/types.ts';
-import type { Sample } from '../../runtime/sample.ts';
+import { PolicyEngine } from '../../controller/policy.ts';
+import { counterRate, hpaDesired, lsqSlope } from '../../controller/math.ts';
+import type { ControllerEvent, DecisionEvent, PolicyConfig } from '../../controller/types.ts';
+import type { Sample } from '../../vmi/sample.ts';
 import { ContainerSeries, FakeClock, GiB, T0, VmSeries } from './series.ts';
 
 const cpuPolicy = (o: Partial<PolicyConfig> = {}, p: Partial<PolicyConfig['policies'][0]> = {}): PolicyConfig => ({

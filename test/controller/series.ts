@@ -1,8 +1,8 @@
 // Builds recorded-style metric series (cumulative counters, real timestamps) from utilisation scripts,
 // so a test can say "container b at 38 % of the VM's 2 vCPUs, 1.5 s after the last sample".
 
-import type { ContainerSample, Sample } from '../../runtime/sample.ts';
-import type { VmStats } from '../../runtime/controller/types.ts';
+import type { ContainerSample, Sample } from '../../vmi/sample.ts';
+import type { VmStats } from '../../controller/types.ts';
 import { containerSample } from '../fixtures/sample.ts';
 
 export const T0 = Date.parse('2026-11-22T09:00:00.000Z');

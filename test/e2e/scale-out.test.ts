@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { buildMonitor, GENERATED } from '../../compiler/build.ts';
-import { demoPolicy, ORIGIN_IP, RELEASE, Scenario } from './scenario.ts';
+import { demoPolicy, ORIGIN_IP, RELEASE, Scenario } from '../../testbed/scenario.ts';
 
 let s: Scenario;
 const log = process.env.CIEL_E2E_VERBOSE === '1' ? (l: string) => process.stderr.write(`[e2e] ${l}\n`) : () => {};

@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { instrumentModule } from '../../passes/instrument.ts';
 import { IRModule } from '../../passes/llvm/ir.ts';
 import type { InstrumentReport } from '../../passes/report.ts';
-import { RefusedError } from '../../runtime/errors.ts';
+import { RefusedError } from '../../common/errors.ts';
 
 const here = fileURLToPath(new URL('.', import.meta.url));
 const snapDir = join(here, 'snapshots');

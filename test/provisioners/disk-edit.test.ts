@@ -9,11 +9,11 @@ import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cacheDir } from '../../runtime/cache.ts';
-import { L2Segment } from '../../runtime/lb/netns.ts';
-import { editDisk, selectContainers, setDockerRestartPolicies } from '../../runtime/provisioners/disk-edit.ts';
-import { ensureTestGuest, type TestGuest } from '../../runtime/provisioners/guest.ts';
-import { QemuDirectProvisioner } from '../../runtime/provisioners/qemu-direct.ts';
+import { cacheDir } from '../../common/cache.ts';
+import { L2Segment } from '../../testbed/lb/netns.ts';
+import { editDisk, selectContainers, setDockerRestartPolicies } from '../../provisioners/disk-edit.ts';
+import { ensureTestGuest, type TestGuest } from '../../testbed/minimal-guest.ts';
+import { QemuDirectProvisioner } from '../../provisioners/qemu-direct.ts';
 
 const dir = cacheDir('provisioner-test', 'disk-edit');
 let guest: TestGuest;

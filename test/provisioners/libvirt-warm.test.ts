@@ -9,13 +9,13 @@ import { copyFileSync, existsSync, openSync, readFileSync, rmSync, truncateSync,
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cacheDir } from '../../runtime/cache.ts';
-import { ensureTestGuest, type TestGuest } from '../../runtime/provisioners/guest.ts';
-import { LibvirtDaemon, LibvirtProvisioner } from '../../runtime/provisioners/libvirt.ts';
-import { cloneImageHeader, readSaveImage, SaveImageError, SAVE_HEADER_BYTES, type SaveImage } from '../../runtime/provisioners/libvirt-warm.ts';
-import { domainCtlSocket, domainDisk, domainMacs, editDomainXml, templateXml, xmlEscape } from '../../runtime/provisioners/libvirt-xml.ts';
-import type { Vm, VmSpec } from '../../runtime/provisioners/provisioner.ts';
-import type { WarmImage } from '../../runtime/provisioners/warm-identity.ts';
+import { cacheDir } from '../../common/cache.ts';
+import { ensureTestGuest, type TestGuest } from '../../testbed/minimal-guest.ts';
+import { LibvirtDaemon, LibvirtProvisioner } from '../../provisioners/libvirt.ts';
+import { cloneImageHeader, readSaveImage, SaveImageError, SAVE_HEADER_BYTES, type SaveImage } from '../../provisioners/libvirt-warm.ts';
+import { domainCtlSocket, domainDisk, domainMacs, editDomainXml, templateXml, xmlEscape } from '../../provisioners/libvirt-xml.ts';
+import type { Vm, VmSpec } from '../../provisioners/provisioner.ts';
+import type { WarmImage } from '../../provisioners/warm-identity.ts';
 
 const dir = cacheDir('provisioner-test', 'libvirt-warm');
 

@@ -4,11 +4,11 @@
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cacheDir } from '../../runtime/cache.ts';
-import { ensureTestGuest, type TestGuest } from '../../runtime/provisioners/guest.ts';
-import { LibvirtDaemon, LibvirtProvisioner } from '../../runtime/provisioners/libvirt.ts';
-import { domainDisk, editDomainXml, parseDomstats, templateXml } from '../../runtime/provisioners/libvirt-xml.ts';
-import type { VmSpec } from '../../runtime/provisioners/provisioner.ts';
+import { cacheDir } from '../../common/cache.ts';
+import { ensureTestGuest, type TestGuest } from '../../testbed/minimal-guest.ts';
+import { LibvirtDaemon, LibvirtProvisioner } from '../../provisioners/libvirt.ts';
+import { domainDisk, editDomainXml, parseDomstats, templateXml } from '../../provisioners/libvirt-xml.ts';
+import type { VmSpec } from '../../provisioners/provisioner.ts';
 
 const DUMP = `<domain type='qemu'>
   <name>ciel-tmpl</name>

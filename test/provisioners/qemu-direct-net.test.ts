@@ -7,10 +7,10 @@ import { chmodSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cacheDir } from '../../runtime/cache.ts';
-import { ensureTestGuest, type TestGuest } from '../../runtime/provisioners/guest.ts';
-import type { Vm, VmSpec } from '../../runtime/provisioners/provisioner.ts';
-import { QemuDirectProvisioner } from '../../runtime/provisioners/qemu-direct.ts';
+import { cacheDir } from '../../common/cache.ts';
+import { ensureTestGuest, type TestGuest } from '../../testbed/minimal-guest.ts';
+import type { Vm, VmSpec } from '../../provisioners/provisioner.ts';
+import { QemuDirectProvisioner } from '../../provisioners/qemu-direct.ts';
 
 const NS = `ciel-pt-${process.pid}`;
 const dir = cacheDir('provisioner-test', 'qemu-net');

@@ -4,10 +4,10 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cacheDir } from '../../runtime/cache.ts';
-import { ensureTestGuest, type TestGuest } from '../../runtime/provisioners/guest.ts';
-import type { VmSpec } from '../../runtime/provisioners/provisioner.ts';
-import { QemuDirectProvisioner } from '../../runtime/provisioners/qemu-direct.ts';
+import { cacheDir } from '../../common/cache.ts';
+import { ensureTestGuest, type TestGuest } from '../../testbed/minimal-guest.ts';
+import type { VmSpec } from '../../provisioners/provisioner.ts';
+import { QemuDirectProvisioner } from '../../provisioners/qemu-direct.ts';
 
 let guest: TestGuest;
 let prov: QemuDirectProvisioner;

@@ -7,12 +7,12 @@
 import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cacheDir } from '../../runtime/cache.ts';
-import { L2Segment } from '../../runtime/lb/netns.ts';
-import { ensureTestGuest, type TestGuest } from '../../runtime/provisioners/guest.ts';
-import type { VmSpec } from '../../runtime/provisioners/provisioner.ts';
-import { QemuDirectProvisioner } from '../../runtime/provisioners/qemu-direct.ts';
-import type { WarmImage } from '../../runtime/provisioners/warm-identity.ts';
+import { cacheDir } from '../../common/cache.ts';
+import { L2Segment } from '../../testbed/lb/netns.ts';
+import { ensureTestGuest, type TestGuest } from '../../testbed/minimal-guest.ts';
+import type { VmSpec } from '../../provisioners/provisioner.ts';
+import { QemuDirectProvisioner } from '../../provisioners/qemu-direct.ts';
+import type { WarmImage } from '../../provisioners/warm-identity.ts';
 
 const dir = cacheDir('provisioner-test', 'warm');
 let guest: TestGuest;

@@ -1,0 +1,464 @@
+// Container names (and images) read from a VM's disk image, without mounting it and without ever
+// writing to it — the paper's sec. 4.1 (losetup + kpartx + mount -o ro) without root mounts.
+//
+//   /var/lib/docker/containers/<id>/config.v2.json  ->  { Name: "/nginx", Config: { Image: "nginx:1.25" } }
+//
+// * ext2/3/4 is read with e2fsprogs' debugfs in catastrophic read-only mode (`-c`: opened
+//   O_RDONLY, no journal replay, bitmaps not read). Partitioned disks: the filesystem offset is
+//   found from the MBR/GPT (partitions.ts) and handed to debugfs as `image?offset=N`.
+// * qcow2 is exposed as a read-only raw view by qemu-storage-daemon's FUSE export
+//   (no kernel module but fuse, no copy, no appliance: ~20 ms to set up whatever the image size),
+//   then read by debugfs like a raw image. Fallback where FUSE is missing: `qemu-img convert` of
+//   the whole image to a sparse temporary raw file (time grows with the allocated data).
+// * The guest is untrusted: container ids are checked to be 64 hex digits before they appear in a
+//   debugfs command, config files larger than 1 MiB are skipped, every tool runs under a timeout
+//   and an output cap.
+// * Cached by (image path, mtime, size); refreshed when the image changes or when an unknown
+//   Docker id is asked for (at most once per `minRefreshMs`). A block device (LVM volume) works
+//   like a raw image, but its mtime does not follow writes: there only unknown ids trigger a re-read.
+//
+// Limitation: debugfs does not replay the ext4 journal, so on a running guest a container created
+// a few seconds ago may only be visible after the guest checkpoints its journal; the refresh on an
+// unknown id picks it up later.
+
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { BadInputError, ToolError } from '../common/errors.ts';
+import type { Sample } from '../vmi/sample.ts';
+import { type FsLocation, findExtFilesystems } from './partitions.ts';
+
+export interface DockerContainerInfo {
+  /** 64-hex container id */
+  id: string;
+  /** Docker's name without the leading '/' */
+  name: string;
+  /** Config.Image, as given to `docker run` (e.g. nginx:1.25); '' when absent */
+  image: string;
+}
+
+export type DiskFormat = 'raw' | 'qcow2';
+
+export interface DockerNamesOptions {
+  /** the Docker data root inside the guest; default /var/lib/docker (also tried relative to a separate /var or /var/lib filesystem) */
+  dockerRoot?: string;
+  /** min milliseconds between refreshes triggered by unknown ids; default 10000 */
+  minRefreshMs?: number;
+  /** 'fuse' (qemu-storage-daemon, default when /dev/fuse exists) or 'convert' (qemu-img convert to a temp file) */
+  qcow2Method?: 'fuse' | 'convert';
+  /** per-tool timeout, ms; default 60000 */
+  timeoutMs?: number;
+}
+
+const ID_RE = /^[0-9a-f]{64}$/;
+const PACKAGE_OF: Record<string, string> = { debugfs: 'e2fsprogs', 'qemu-img': 'qemu-utils', 'qemu-storage-daemon': 'qemu-system-common' };
+const MAX_CONFIG_BYTES = 1 << 20;
+const MAX_TOOL_OUTPUT = 64 << 20;
+
+interface RunResult {
+  stdout: string;
+  stderr: string;
+  code: number | null;
+}
+
+function run(cmd: string, args: string[], opts: { input?: string; timeoutMs: number }): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    let child;
+    try {
+      child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    } catch (e) {
+      reject(new ToolError(cmd, String(e)));
+      return;
+    }
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    let size = 0;
+    let killedFor = '';
+    const kill = (why: string) => {
+      if (!killedFor) {
+        killedFor = why;
+        child.kill('SIGKILL');
+      }
+    };
+    const timer = setTimeout(() => kill(`timed out after ${opts.timeoutMs} ms`), opts.timeoutMs);
+    const onData = (into: Buffer[]) => (d: Buffer) => {
+      size += d.length;
+      if (size > MAX_TOOL_OUTPUT) kill(`printed more than ${MAX_TOOL_OUTPUT} bytes`);
+      else into.push(d);
+    };
+    child.stdout.on('data', onData(out));
+    child.stderr.on('data', onData(err));
+    child.on('error', (e: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      reject(new ToolError(cmd, e.code === 'ENOENT' ? `not found (install the Debian package ${PACKAGE_OF[cmd] ?? cmd})` : e.message));
+    });
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      if (killedFor) reject(new ToolError(cmd, killedFor));
+      else resolve({ stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8'), code });
+    });
+    child.stdin.on('error', () => {}); // the tool may exit before reading all its input
+    child.stdin.end(opts.input ?? '');
+  });
+}
+
+/** 'qcow2' by its magic, else 'raw'. Other formats qemu knows (vmdk, vdi, vhdx) are refused by name. */
+export async function detectFormat(path: string): Promise<DiskFormat> {
+  let fh;
+  try {
+    fh = await open(path, 'r');
+  } catch (e) {
+    throw new BadInputError(path, `cannot open the disk image: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
+  }
+  try {
+    const b = Buffer.alloc(8);
+    await fh.read(b, 0, 8, 0);
+    if (b.readUInt32BE(0) === 0x514649fb) return 'qcow2';
+    const magic = b.toString('latin1');
+    if (magic.startsWith('KDMV') || magic.startsWith('conectix') || magic.startsWith('vhdxfile') || magic.startsWith('<<< '))
+      throw new BadInputError(path, `disk format not supported (only raw and qcow2; convert with qemu-img)`);
+    return 'raw';
+  } finally {
+    await fh.close();
+  }
+}
+
+/** A read-only raw view of a disk image; `path` is usable until release(). */
+interface RawView {
+  path: string;
+  release(): Promise<void>;
+}
+
+async function waitUnmounted(mountpoint: string, ms: number): Promise<void> {
+  const until = Date.now() + ms;
+  while (Date.now() < until) {
+    const mounts = await readFile('/proc/self/mounts', 'utf8').catch(() => '');
+    if (!mounts.split('\n').some((l) => l.split(' ')[1] === mountpoint)) return;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/** qemu-storage-daemon processes of live views: ended if this process exits before releasing them */
+const liveDaemons = new Set<number>();
+let exitHookInstalled = false;
+function trackDaemon(pid: number) {
+  liveDaemons.add(pid);
+  if (!exitHookInstalled) {
+    exitHookInstalled = true;
+    process.on('exit', () => {
+      for (const p of liveDaemons) {
+        try {
+          process.kill(p, 'SIGTERM');
+        } catch {
+          /* gone */
+        }
+      }
+    });
+  }
+}
+
+async function qcow2ViewFuse(image: string, timeoutMs: number): Promise<RawView> {
+  const dir = await mkdtemp(join(tmpdir(), 'ciel-disk-'));
+  const mnt = join(dir, 'disk.raw');
+  const pidfile = join(dir, 'qsd.pid');
+  await writeFile(mnt, '');
+  // read-only at every layer; force-share: a running QEMU holds the image's write lock
+  const esc = (s: string) => s.replace(/,/g, ',,');
+  const r = await run(
+    'qemu-storage-daemon',
+    [
+      '--blockdev',
+      `driver=file,node-name=file0,filename=${esc(image)},read-only=on,force-share=on`,
+      '--blockdev',
+      `driver=qcow2,node-name=disk0,file=file0,read-only=on,force-share=on`,
+      '--export',
+      `type=fuse,id=exp0,node-name=disk0,mountpoint=${esc(mnt)},writable=off`,
+      '--daemonize',
+      '--pidfile',
+      pidfile,
+    ],
+    { timeoutMs },
+  ).catch(async (e) => {
+    await rm(dir, { recursive: true, force: true });
+    throw e;
+  });
+  if (r.code !== 0) {
+    await rm(dir, { recursive: true, force: true });
+    const msg = r.stderr.trim() || `exit code ${r.code}`;
+    if (/qcow2|Image is not in qcow2 format|Could not open|corrupt/i.test(msg)) throw new BadInputError(image, `cannot open as qcow2: ${msg}`);
+    throw new ToolError('qemu-storage-daemon', msg);
+  }
+  const pid = Number((await readFile(pidfile, 'utf8')).trim());
+  if (Number.isInteger(pid) && pid > 1) trackDaemon(pid);
+  return {
+    path: mnt,
+    async release() {
+      if (Number.isInteger(pid) && pid > 1) {
+        try {
+          process.kill(pid, 'SIGTERM'); // the daemon unmounts its FUSE export on SIGTERM
+        } catch {
+          /* already gone */
+        }
+        await waitUnmounted(mnt, 3000);
+        liveDaemons.delete(pid);
+      }
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+async function qcow2ViewConvert(image: string, timeoutMs: number): Promise<RawView> {
+  const dir = await mkdtemp(join(tmpdir(), 'ciel-disk-'));
+  const out = join(dir, 'disk.raw');
+  const r = await run('qemu-img', ['convert', '-U', '-f', 'qcow2', '-O', 'raw', image, out], { timeoutMs }).catch(async (e) => {
+    await rm(dir, { recursive: true, force: true });
+    throw e;
+  });
+  if (r.code !== 0) {
+    await rm(dir, { recursive: true, force: true });
+    throw new BadInputError(image, `cannot read as qcow2: ${r.stderr.trim() || `qemu-img exit code ${r.code}`}`);
+  }
+  return { path: out, release: () => rm(dir, { recursive: true, force: true }) };
+}
+
+/** debugfs in catastrophic read-only mode on the filesystem at `offset` of `rawPath`. */
+async function debugfs(rawPath: string, offset: number, commands: string[], timeoutMs: number): Promise<RunResult> {
+  const dev = offset ? `${rawPath}?offset=${offset}` : rawPath;
+  // `-c` implies read-only; no `-w` ever
+  const r = await run('debugfs', ['-c', '-f', '-', dev], { input: commands.join('\n') + '\n', timeoutMs });
+  const open = /while trying to open|while opening filesystem|Filesystem not open/.exec(r.stderr);
+  if (open) {
+    const line = r.stderr.split('\n').find((l) => /while trying to open|while opening/.test(l)) ?? r.stderr.trim();
+    throw new BadInputError(rawPath, `not a readable ext2/3/4 filesystem at offset ${offset}: ${line.replace(/^debugfs: /, '').trim()}`);
+  }
+  return r;
+}
+
+interface LsEntry {
+  inode: number;
+  mode: number;
+  name: string;
+  size: number;
+}
+
+/** Parse `ls -p` lines: /inode/mode/uid/gid/name/size/ */
+function parseLs(text: string): LsEntry[] {
+  const out: LsEntry[] = [];
+  for (const line of text.split('\n')) {
+    const m = /^\/(\d+)\/([0-7]+)\/\d+\/\d+\/(.*)\/(\d*)\/$/.exec(line);
+    if (m) out.push({ inode: Number(m[1]), mode: parseInt(m[2], 8), name: m[3], size: m[4] === '' ? 0 : Number(m[4]) });
+  }
+  return out;
+}
+
+/** Split the stdout of `debugfs -f` into the outputs of each command (it echoes "debugfs: <cmd>"). */
+function splitByCommand(stdout: string): Map<string, string> {
+  const res = new Map<string, string>();
+  let cur: string | null = null;
+  let buf: string[] = [];
+  for (const line of stdout.split('\n')) {
+    const m = /^debugfs: (.*)$/.exec(line);
+    if (m) {
+      if (cur !== null) res.set(cur, buf.join('\n'));
+      cur = m[1];
+      buf = [];
+    } else buf.push(line);
+  }
+  if (cur !== null) res.set(cur, buf.join('\n'));
+  return res;
+}
+
+/** Docker's config.v2.json -> name/image; null when it is not one. */
+export function parseDockerConfig(id: string, text: string): DockerContainerInfo | null {
+  let j: unknown;
+  try {
+    j = JSON.parse(text);
+  } catch {
+    return null;
+  }
+  if (typeof j !== 'object' || j === null) return null;
+  const o = j as { Name?: unknown; ID?: unknown; Config?: { Image?: unknown } };
+  if (typeof o.Name !== 'string') return null;
+  if (typeof o.ID === 'string' && o.ID !== id) return null;
+  const image = o.Config && typeof o.Config === 'object' && typeof o.Config.Image === 'string' ? o.Config.Image : '';
+  return { id, name: o.Name.replace(/^\//, ''), image };
+}
+
+function containerDirs(root: string): string[] {
+  const r = root.replace(/\/+$/, '');
+  const dirs = [`${r}/containers`];
+  // a separate /var or /var/lib filesystem sees the path without that prefix
+  if (r.startsWith('/var/lib/')) dirs.push(`${r.slice(4)}/containers`, `${r.slice(8)}/containers`);
+  else if (r.startsWith('/var/')) dirs.push(`${r.slice(4)}/containers`);
+  return dirs;
+}
+
+/**
+ * Read all containers' names/images from a disk image (one shot, no cache).
+ * Throws BadInputError for an unreadable/corrupt image, ToolError for a missing tool.
+ */
+export async function readDockerNames(image: string, opts: DockerNamesOptions = {}): Promise<Map<string, DockerContainerInfo>> {
+  const timeoutMs = opts.timeoutMs ?? 60_000;
+  const format = await detectFormat(image);
+  let view: RawView;
+  if (format === 'raw') view = { path: image, release: async () => {} };
+  else {
+    const method = opts.qcow2Method ?? (existsSync('/dev/fuse') ? 'fuse' : 'convert');
+    if (method === 'convert') view = await qcow2ViewConvert(image, timeoutMs);
+    else {
+      try {
+        view = await qcow2ViewFuse(image, timeoutMs);
+      } catch (e) {
+        // FUSE chosen by default but unusable here (no qemu-storage-daemon, mount refused): copy instead
+        if (opts.qcow2Method === undefined && e instanceof ToolError && e.tool === 'qemu-storage-daemon') view = await qcow2ViewConvert(image, timeoutMs);
+        else throw e;
+      }
+    }
+  }
+  try {
+    const filesystems = await findExtFilesystems(view.path).catch((e: unknown) => {
+      // the raw view of a qcow2 is a temp path: name the image the user gave
+      if (e instanceof BadInputError && view.path !== image) throw new BadInputError(image, e.message.slice(view.path.length + 2));
+      throw e;
+    });
+    // a disk without a Docker directory is not an error: that VM simply has no names (yet)
+    const result = new Map<string, DockerContainerInfo>();
+    for (const fs of filesystems) {
+      const found = await readFromFs(view.path, fs, opts.dockerRoot ?? '/var/lib/docker', timeoutMs);
+      for (const [k, v] of found ?? []) result.set(k, v);
+    }
+    return result;
+  } catch (e) {
+    if (e instanceof BadInputError && e.file === view.path && view.path !== image) throw new BadInputError(image, e.message.slice(view.path.length + 2));
+    throw e;
+  } finally {
+    await view.release();
+  }
+}
+
+async function readFromFs(
+  raw: string,
+  fs: FsLocation,
+  dockerRoot: string,
+  timeoutMs: number,
+): Promise<Map<string, DockerContainerInfo> | null> {
+  // 1. list the candidate containers directories in one debugfs run
+  const dirs = containerDirs(dockerRoot);
+  const listed = await debugfs(raw, fs.offset, ['ls -p /', ...dirs.map((d) => `ls -p ${d}`)], timeoutMs);
+  const listing = splitByCommand(listed.stdout);
+  // a readable ext filesystem always lists its root ("." and ".."); nothing means a damaged one
+  if (!parseLs(listing.get('ls -p /') ?? '').some((e) => e.name === '.')) {
+    const why = listed.stderr.split('\n').find((l) => /^ls: /.test(l))?.slice(4).trim();
+    throw new BadInputError(raw, `the ext filesystem in ${fs.where} (offset ${fs.offset}) is damaged: its root directory cannot be read${why ? ` (${why})` : ''}`);
+  }
+  let dir: string | undefined;
+  let ids: string[] = [];
+  for (const d of dirs) {
+    const entries = parseLs(listing.get(`ls -p ${d}`) ?? '');
+    if (!entries.length) continue;
+    dir = d;
+    ids = entries.filter((e) => (e.mode & 0o170000) === 0o040000 && ID_RE.test(e.name)).map((e) => e.name);
+    break;
+  }
+  if (!dir) return null;
+  const out = new Map<string, DockerContainerInfo>();
+  if (!ids.length) return out;
+
+  // 2. sizes of the config files (skip absurd ones: the guest is untrusted)
+  const sizes = splitByCommand((await debugfs(raw, fs.offset, ids.map((id) => `ls -p ${dir}/${id}`), timeoutMs)).stdout);
+  const wanted = ids.filter((id) => {
+    const e = parseLs(sizes.get(`ls -p ${dir}/${id}`) ?? '').find((x) => x.name === 'config.v2.json');
+    return e !== undefined && (e.mode & 0o170000) === 0o100000 && e.size <= MAX_CONFIG_BYTES;
+  });
+  if (!wanted.length) return out;
+
+  // 3. dump them into a private temp dir in one run
+  const tmp = await mkdtemp(join(tmpdir(), 'ciel-names-'));
+  try {
+    await debugfs(raw, fs.offset, wanted.map((id) => `dump ${dir}/${id}/config.v2.json ${tmp}/${id}.json`), timeoutMs);
+    for (const id of wanted) {
+      const text = await readFile(join(tmp, `${id}.json`), 'utf8').catch(() => null);
+      const info = text === null ? null : parseDockerConfig(id, text);
+      if (info) out.set(id, info);
+    }
+  } finally {
+    await rm(tmp, { recursive: true, force: true });
+  }
+  return out;
+}
+
+interface CacheEntry {
+  mtimeMs: number;
+  size: number;
+  infos: Map<string, DockerContainerInfo>;
+  readAt: number;
+}
+
+/**
+ * Names of the containers of one VM from its disk image, cached by (path, mtime, size).
+ */
+export class DockerDiskNames {
+  private entry: CacheEntry | undefined;
+  private pending: Promise<Map<string, DockerContainerInfo>> | undefined;
+  /** number of times the disk was actually read (for tests and the operator's curiosity) */
+  reads = 0;
+
+  constructor(
+    readonly image: string,
+    private readonly opts: DockerNamesOptions = {},
+  ) {}
+
+  /**
+   * Names for `ids` (all known when omitted). Re-reads the disk when the image changed, or when a
+   * Docker id (64 hex) is unknown and the last read is older than minRefreshMs.
+   */
+  async lookup(ids?: Iterable<string>): Promise<Map<string, DockerContainerInfo>> {
+    const st = await stat(this.image).catch((e: NodeJS.ErrnoException) => {
+      throw new BadInputError(this.image, `cannot stat the disk image: ${e.code ?? String(e)}`);
+    });
+    const want = ids ? [...ids] : undefined;
+    let e = this.entry;
+    const changed = !e || e.mtimeMs !== st.mtimeMs || e.size !== st.size;
+    const unknown =
+      e !== undefined &&
+      want !== undefined &&
+      want.some((id) => ID_RE.test(id) && !e!.infos.has(id)) &&
+      Date.now() - e.readAt >= (this.opts.minRefreshMs ?? 10_000);
+    if (changed || unknown) e = await this.refresh(st.mtimeMs, st.size);
+    const infos = e!.infos;
+    if (!want) return new Map(infos);
+    const res = new Map<string, DockerContainerInfo>();
+    for (const id of want) {
+      const i = infos.get(id);
+      if (i) res.set(id, i);
+    }
+    return res;
+  }
+
+  private async refresh(mtimeMs: number, size: number): Promise<CacheEntry> {
+    // one read at a time, shared by concurrent callers
+    if (!this.pending) {
+      this.reads++;
+      this.pending = readDockerNames(this.image, this.opts).finally(() => {
+        this.pending = undefined;
+      });
+    }
+    const infos = await this.pending;
+    this.entry = { mtimeMs, size, infos, readAt: Date.now() };
+    return this.entry;
+  }
+}
+
+
+/** A copy of `sample` whose containers carry the names known from the disk (a name already in the sample wins). */
+export function applyNames(sample: Sample, infos: Map<string, DockerContainerInfo>): Sample {
+  return {
+    ...sample,
+    containers: sample.containers.map((c) => {
+      const i = infos.get(c.id);
+      return c.name !== undefined || !i ? c : { ...c, name: i.name };
+    }),
+  };
+}

@@ -1,0 +1,209 @@
+// Prometheus exposition of Ciel's samples, under cAdvisor's metric names, units and types, so that
+// dashboards and alerts written for cAdvisor/kubelet work unchanged.
+//
+// Counters are set from the guest's cumulative values at scrape time (a collect() callback resets
+// the series and sets the latest cumulative value), exactly as cAdvisor exports them: a guest
+// reboot shows up as a counter reset, which PromQL's rate()/increase() already handle.
+//
+// Labels: id = the cgroup path as the guest sees it (what cAdvisor puts in `id`), name = the
+// container name without Docker's leading '/', image = Config.Image when known, vm = Ciel's VM name.
+// container_cpu_usage_seconds_total also carries cAdvisor's cpu="total".
+//
+// container_memory_working_set_bytes is defined as cAdvisor does: usage - inactive_file (0 when
+// inactive_file > usage). The Sample has no inactive_file yet; when a container sample carries
+// `memory_inactive_file_bytes` it is used, otherwise the working set is reported as usage (i.e.
+// inactive_file taken as 0: an upper bound, never below cAdvisor's value).
+
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { ContainerSample, Sample } from '../vmi/sample.ts';
+
+/** What is known about a container besides the sample (from the guest's disk: disk/). */
+export interface ContainerInfo {
+  name?: string;
+  image?: string;
+}
+
+/** A container sample that may carry the inactive file pages (cgroup v2 memory.stat inactive_file, v1 total_inactive_file). */
+export type ContainerSampleWithInactive = ContainerSample & { memory_inactive_file_bytes?: number };
+
+export interface ExporterOptions {
+  /** default 127.0.0.1 (loopback only: the numbers describe other people's VMs) */
+  host?: string;
+  /** default 9464; 0 picks a free port */
+  port?: number;
+  /** histogram buckets of ciel_sample_duration_seconds */
+  durationBuckets?: number[];
+}
+
+export const DEFAULT_HOST = '127.0.0.1';
+export const DEFAULT_PORT = 9464;
+
+const CONTAINER_LABELS = ['id', 'name', 'image', 'vm'] as const;
+type ContainerLabels = Record<(typeof CONTAINER_LABELS)[number], string>;
+
+interface VmState {
+  sample: Sample;
+  info: Map<string, ContainerInfo>;
+}
+
+/** cAdvisor's working set: usage minus inactive file pages, floored at 0. */
+export function workingSetBytes(c: ContainerSampleWithInactive): number {
+  const inactive = c.memory_inactive_file_bytes;
+  if (inactive === undefined) return c.memory_usage_bytes;
+  return inactive < c.memory_usage_bytes ? c.memory_usage_bytes - inactive : 0;
+}
+
+export class PrometheusExporter {
+  readonly registry = new Registry();
+  private readonly vms = new Map<string, VmState>();
+  private server: Server | undefined;
+  private readonly sampleDuration: Histogram<'vm'>;
+  private readonly sampleErrors: Counter<'vm'>;
+  private readonly tlbHitRatio: Gauge<'vm'>;
+
+  constructor(private readonly opts: ExporterOptions = {}) {
+    const self = this;
+    const perContainer = (
+      kind: 'counter' | 'gauge',
+      name: string,
+      help: string,
+      value: (c: ContainerSampleWithInactive) => number,
+      extra: Record<string, string> = {},
+    ) => {
+      const labelNames = [...CONTAINER_LABELS, ...Object.keys(extra)];
+      const collect = function (this: Counter<string> | Gauge<string>) {
+        this.reset();
+        for (const [labels, c] of self.series()) {
+          const v = value(c);
+          if (!Number.isFinite(v) || v < 0) continue; // garbage from a torn guest read: leave the series out
+          if (this instanceof Counter) this.inc({ ...labels, ...extra }, v);
+          else (this as Gauge<string>).set({ ...labels, ...extra }, v);
+        }
+      };
+      const cfg = { name, help, labelNames, registers: [this.registry], collect };
+      return kind === 'counter' ? new Counter(cfg) : new Gauge(cfg);
+    };
+
+    perContainer('counter', 'container_cpu_usage_seconds_total', 'Cumulative cpu time consumed in seconds.', (c) => c.cpu_usage_ns / 1e9, {
+      cpu: 'total',
+    });
+    perContainer(
+      'gauge',
+      'container_memory_usage_bytes',
+      'Current memory usage in bytes, including all memory regardless of when it was accessed',
+      (c) => c.memory_usage_bytes,
+    );
+    perContainer('gauge', 'container_memory_working_set_bytes', 'Current working set in bytes.', workingSetBytes);
+    perContainer('gauge', 'container_memory_rss', 'Size of RSS in bytes.', (c) => c.memory_rss_bytes);
+    perContainer('gauge', 'container_memory_cache', 'Number of bytes of page cache memory.', (c) => c.memory_cache_bytes);
+    perContainer('counter', 'container_fs_reads_bytes_total', 'Cumulative count of bytes read', (c) => c.io_read_bytes);
+    perContainer('counter', 'container_fs_writes_bytes_total', 'Cumulative count of bytes written', (c) => c.io_write_bytes);
+    perContainer('counter', 'container_network_receive_bytes_total', 'Cumulative count of bytes received', (c) => c.net_rx_bytes);
+    perContainer('counter', 'container_network_transmit_bytes_total', 'Cumulative count of bytes transmitted', (c) => c.net_tx_bytes);
+    perContainer('gauge', 'container_processes', 'Number of processes running inside the container.', (c) => c.pids);
+
+    this.sampleDuration = new Histogram({
+      name: 'ciel_sample_duration_seconds',
+      help: 'Wall time one introspection sample of a VM took, in seconds.',
+      labelNames: ['vm'],
+      buckets: opts.durationBuckets ?? [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
+      registers: [this.registry],
+    });
+    this.sampleErrors = new Counter({
+      name: 'ciel_sample_errors_total',
+      help: 'Samples of a VM that ended with an error (guest fault, backend failure, ...).',
+      labelNames: ['vm'],
+      registers: [this.registry],
+    });
+    this.tlbHitRatio = new Gauge({
+      name: 'ciel_tlb_hit_ratio',
+      help: "Hit ratio of the guest-address translation cache during a VM's last sample (0..1).",
+      labelNames: ['vm'],
+      registers: [this.registry],
+    });
+  }
+
+  /** Record the newest sample of a VM; `info` (by container id) supplies name/image known from the guest's disk. */
+  observe(sample: Sample, info?: Map<string, ContainerInfo>): void {
+    const vm = sample.vm ?? '';
+    this.vms.set(vm, { sample, info: info ?? this.vms.get(vm)?.info ?? new Map() });
+    if (Number.isFinite(sample.sample_us) && sample.sample_us >= 0) this.sampleDuration.observe({ vm }, sample.sample_us / 1e6);
+  }
+
+  /** A sample of `vm` failed. */
+  recordError(vm: string): void {
+    this.sampleErrors.inc({ vm });
+  }
+
+  setTlbHitRatio(vm: string, ratio: number): void {
+    this.tlbHitRatio.set({ vm }, ratio);
+  }
+
+  /** Stop exporting a VM's containers (VM removed or gone). */
+  removeVm(vm: string): void {
+    this.vms.delete(vm);
+  }
+
+  /** The exposition text, as /metrics serves it. */
+  metrics(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  private *series(): Generator<[ContainerLabels, ContainerSampleWithInactive]> {
+    for (const [vm, st] of this.vms) {
+      for (const c of st.sample.containers) {
+        const inf = st.info.get(c.id);
+        const name = (inf?.name ?? c.name ?? '').replace(/^\//, '');
+        yield [{ id: c.cgroup, name, image: inf?.image ?? '', vm }, c];
+      }
+    }
+  }
+
+  /** Serve GET /metrics. Resolves with the address actually bound (port 0 -> the chosen port). */
+  listen(): Promise<{ host: string; port: number; url: string }> {
+    const host = this.opts.host ?? DEFAULT_HOST;
+    const port = this.opts.port ?? DEFAULT_PORT;
+    const server = createServer((req, res) => {
+      const path = (req.url ?? '/').split('?')[0];
+      if (path !== '/metrics') {
+        res.writeHead(404, { 'Content-Type': 'text/plain' }).end('not found; metrics are at /metrics\n');
+        return;
+      }
+      if (req.method !== 'GET' && req.method !== 'HEAD') {
+        res.writeHead(405, { Allow: 'GET, HEAD' }).end();
+        return;
+      }
+      this.registry.metrics().then(
+        (text) => {
+          res.writeHead(200, { 'Content-Type': this.registry.contentType });
+          res.end(req.method === 'HEAD' ? undefined : text);
+        },
+        (err: unknown) => {
+          res.writeHead(500, { 'Content-Type': 'text/plain' }).end(`${String(err)}\n`);
+        },
+      );
+    });
+    this.server = server;
+    return new Promise((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => {
+        server.off('error', reject);
+        const a = server.address() as AddressInfo;
+        const h = a.family === 'IPv6' ? `[${a.address}]` : a.address;
+        resolve({ host: a.address, port: a.port, url: `http://${h}:${a.port}/metrics` });
+      });
+    });
+  }
+
+  close(): Promise<void> {
+    const s = this.server;
+    this.server = undefined;
+    if (!s) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      s.close((err) => (err ? reject(err) : resolve()));
+      s.closeAllConnections();
+    });
+  }
+}

@@ -1,0 +1,158 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { BadInputError, ToolError } from '../../../common/errors.ts';
+import { arMembers, extractDebMember, extractDebMembers } from '../../../compiler/kernel/deb.ts';
+import { kernelClangFlags } from '../../../compiler/kernel/flags.ts';
+import { fetchHeaders, fetchKernel, kernelTreeFromDir, type KernelTree } from '../../../compiler/kernel/packages.ts';
+
+let tmp: string;
+beforeAll(() => {
+  tmp = mkdtempSync(join(tmpdir(), 'ciel-kernel-'));
+});
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+describe('fetchKernel 6.1.0-56-amd64 (downloads into the cache on a fresh machine)', () => {
+  let tree: KernelTree;
+  const lines: string[] = [];
+  beforeAll(async () => {
+    tree = await fetchKernel('6.1.0-56-amd64', { log: (l) => lines.push(l), onProgress: () => {} });
+  });
+
+  it('returns the merged tree', () => {
+    expect(tree).toMatchObject({ release: '6.1.0-56-amd64', flavour: 'amd64', abi: '6.1.0-56' });
+    expect(tree.commonDir).toBe(join(tree.dir, 'usr/src/linux-headers-6.1.0-56-common'));
+    expect(tree.archDir).toBe(join(tree.dir, 'usr/src/linux-headers-6.1.0-56-amd64'));
+    expect(existsSync(join(tree.commonDir, 'include/linux/cgroup-defs.h'))).toBe(true);
+    expect(existsSync(join(tree.archDir, 'include/generated/autoconf.h'))).toBe(true);
+    expect(readFileSync(tree.vmlinuz).toString('latin1', 0x202, 0x206)).toBe('HdrS');
+    expect(readFileSync(tree.config, 'utf8')).toContain('CONFIG_DEBUG_INFO_BTF=y');
+    expect(statSync(tree.systemMap).size).toBe(3914202);
+    for (const p of ['linux-headers-6.1.0-56-amd64', 'linux-headers-6.1.0-56-common', 'linux-image-6.1.0-56-amd64-unsigned', 'linux-image-6.1.0-56-amd64-dbg']) {
+      expect(tree.packageVersions[p]).toBe('6.1.192-2');
+      expect(existsSync(tree.debs[p]!)).toBe(true);
+    }
+    expect(tree.packageVersions['linux-kbuild-6.1']).toMatch(/^6\.1\./);
+  });
+
+  it('is a few stats when warm', async () => {
+    const t0 = performance.now();
+    const again = await fetchKernel('6.1.0-56-amd64', { onProgress: () => {} });
+    expect(performance.now() - t0).toBeLessThan(2000);
+    expect(again).toEqual(tree);
+  });
+
+  it('fetches the rt headers (own -common-rt tree)', async () => {
+    const rt = await fetchHeaders('6.1.0-56-rt-amd64', { onProgress: () => {} });
+    expect(rt.commonDir).toBe(join(rt.dir, 'usr/src/linux-headers-6.1.0-56-common-rt'));
+    expect(rt.packageVersions['linux-headers-6.1.0-56-common-rt']).toBe('6.1.192-2');
+    expect(existsSync(join(rt.archDir, '.config'))).toBe(true);
+  });
+
+  it('builds the DESIGN.md clang flag set, shims first', () => {
+    const f = kernelClangFlags(tree, ['/shim/a', '/shim/b']);
+    const firstI = f.findIndex((x) => x.startsWith('-I'));
+    expect(f.slice(firstI, firstI + 3)).toEqual(['-I/shim/a', '-I/shim/b', `-I${tree.commonDir}/arch/x86/include`]);
+    expect(f).toContain(`-I${tree.archDir}/include/generated/uapi`);
+    expect(f[f.indexOf('-isystem') + 1]).toMatch(/clang\/14.*\/include$/);
+    for (const x of ['-nostdinc', '-D__KERNEL__', '-O2', '-fPIC', '-fno-vectorize', '-fno-slp-vectorize', '-g0', '-mno-sse', '--target=x86_64-linux-gnu']) {
+      expect(f).toContain(x);
+    }
+    expect(f.slice(-2)).toEqual(['-emit-llvm', '-c']);
+    expect(kernelClangFlags(tree, [], { emit: 'll' }).slice(-2)).toEqual(['-S', '-emit-llvm']);
+  });
+
+  it('says how to install clang-14 when it is missing', () => {
+    const saved = process.env.PATH;
+    process.env.PATH = join(tmp, 'empty-path');
+    try {
+      expect(() => kernelClangFlags(tree, [])).toThrow(ToolError);
+      expect(() => kernelClangFlags(tree, [])).toThrow(/clang-14: not found; install it with: apt-get install -y clang-14/);
+    } finally {
+      process.env.PATH = saved;
+    }
+  });
+});
+
+describe('fetch errors', () => {
+  it('names the package and the release apt does not have', async () => {
+    const saved = process.env.CIEL_CACHE;
+    process.env.CIEL_CACHE = join(tmp, 'cache');
+    try {
+      // ABI 48 was published as a signed image only: no headers in the archive
+      const err = await fetchHeaders('6.1.0-48-amd64', { aptUpdate: false, onProgress: () => {} }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(BadInputError);
+      expect((err as Error).message).toMatch(/kernel 6\.1\.0-48-amd64: apt has no package linux-headers-6\.1\.0-48-common/);
+    } finally {
+      if (saved === undefined) delete process.env.CIEL_CACHE;
+      else process.env.CIEL_CACHE = saved;
+    }
+  });
+
+  it('rejects a bad release before touching apt', async () => {
+    await expect(fetchKernel('6.1.0-56-arm64')).rejects.toThrow(/flavour 'arm64'.*accepted/);
+  });
+});
+
+describe('extracting single members from a .deb', () => {
+  const longDir = `usr/lib/debug/${'deep/'.repeat(20)}`;
+  async function makeDeb(comp: string): Promise<string> {
+    const root = join(tmp, `pkg-${comp}`);
+    mkdirSync(join(root, 'DEBIAN'), { recursive: true });
+    writeFileSync(join(root, 'DEBIAN/control'), 'Package: ciel-test\nVersion: 1.0\nArchitecture: all\nMaintainer: t <t@t>\nDescription: test\n');
+    mkdirSync(join(root, 'boot'), { recursive: true });
+    mkdirSync(join(root, longDir), { recursive: true });
+    writeFileSync(join(root, 'boot/a.txt'), 'first\n');
+    writeFileSync(join(root, 'boot/empty'), '');
+    writeFileSync(join(root, longDir, 'System.map-x'), 'ffffffff81000000 T _text\n'.repeat(5000));
+    const deb = join(tmp, `t-${comp}.deb`);
+    await execa('dpkg-deb', [`-Z${comp}`, '--root-owner-group', '--build', root, deb]);
+    return deb;
+  }
+
+  it.each(['xz', 'gzip', 'zstd'])('reads the ar table and extracts wanted members (%s)', async (comp) => {
+    const deb = await makeDeb(comp);
+    expect(arMembers(deb).map((m) => m.name)).toEqual(['debian-binary', 'control.tar.' + (comp === 'gzip' ? 'gz' : comp === 'xz' ? 'xz' : 'zst'), 'data.tar.' + (comp === 'gzip' ? 'gz' : comp === 'xz' ? 'xz' : 'zst')]);
+    let calls = 0;
+    const out = join(tmp, `out-${comp}`);
+    const r = await extractDebMembers(
+      deb,
+      new Map([
+        [`./${longDir}System.map-x`, join(out, 'map')],
+        ['./boot/empty', join(out, 'empty')],
+      ]),
+      { onBytes: () => calls++ },
+    );
+    expect(r.written.size).toBe(2);
+    expect(readFileSync(join(out, 'map'), 'utf8')).toBe('ffffffff81000000 T _text\n'.repeat(5000));
+    expect(readFileSync(join(out, 'empty'), 'utf8')).toBe('');
+    expect(existsSync(join(out, 'a.txt'))).toBe(false);
+    expect(calls).toBeGreaterThan(0);
+    await expect(extractDebMember(deb, './boot/missing', join(out, 'x'))).rejects.toThrow(/has no member\(s\) \.\/boot\/missing/);
+  });
+});
+
+describe('kernelTreeFromDir', () => {
+  it('takes an unpacked build tree where K == O', () => {
+    const d = join(tmp, 'linux');
+    for (const sub of ['include/linux', 'include/generated', 'include/config', 'arch/x86/include/generated']) mkdirSync(join(d, sub), { recursive: true });
+    writeFileSync(join(d, 'include/config/kernel.release'), '6.1.0-56-amd64\n');
+    const map = join(tmp, 'System.map');
+    writeFileSync(map, '');
+    const t = kernelTreeFromDir(d, map);
+    expect(t).toMatchObject({ release: '6.1.0-56-amd64', flavour: 'amd64', abi: '6.1.0-56', commonDir: d, archDir: d, config: join(d, '.config'), systemMap: map, vmlinuz: join(d, 'arch/x86/boot/bzImage') });
+    expect(t.vmlinux).toBeUndefined();
+    writeFileSync(join(d, 'include/config/kernel.release'), '6.8.0-custom+\n');
+    expect(kernelTreeFromDir(d, map)).toMatchObject({ release: '6.8.0-custom+', flavour: 'custom' });
+  });
+
+  it('says what is missing', () => {
+    expect(() => kernelTreeFromDir(join(tmp, 'nope'), '/x')).toThrow(/not a kernel build tree/);
+    const d = join(tmp, 'half');
+    mkdirSync(join(d, 'include/linux'), { recursive: true });
+    mkdirSync(join(d, 'arch/x86/include'), { recursive: true });
+    expect(() => kernelTreeFromDir(d, '/x')).toThrow(/not configured\/built/);
+  });
+});

@@ -1,0 +1,183 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { PrometheusExporter, workingSetBytes } from '../../monitor/prometheus.ts';
+import type { ContainerSample, Sample } from '../../vmi/sample.ts';
+import { containerSample } from '../fixtures/sample.ts';
+
+const ID_A = 'a'.repeat(64);
+const ID_B = 'b'.repeat(64);
+
+const c = (id: string, v: Partial<ContainerSample> & { memory_inactive_file_bytes?: number } = {}): ContainerSample => containerSample(id, v);
+
+interface Series {
+  name: string;
+  labels: Record<string, string>;
+  value: number;
+}
+
+/** A strict parser of the text exposition format 0.0.4 (what Prometheus scrapes). */
+function parseExposition(text: string) {
+  const types = new Map<string, string>();
+  const helps = new Map<string, string>();
+  const series: Series[] = [];
+  expect(text.endsWith('\n')).toBe(true);
+  for (const line of text.split('\n')) {
+    if (line === '') continue;
+    let m: RegExpExecArray | null;
+    if ((m = /^# HELP ([a-zA-Z_:][a-zA-Z0-9_:]*) (.*)$/.exec(line))) {
+      helps.set(m[1], m[2]);
+      continue;
+    }
+    if ((m = /^# TYPE ([a-zA-Z_:][a-zA-Z0-9_:]*) (counter|gauge|histogram|summary|untyped)$/.exec(line))) {
+      types.set(m[1], m[2]);
+      continue;
+    }
+    m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
+    if (!m) throw new Error(`not an exposition line: ${JSON.stringify(line)}`);
+    const labels: Record<string, string> = {};
+    if (m[2]) {
+      const re = /([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)",?/gy;
+      let lm: RegExpExecArray | null;
+      let end = 0;
+      while ((lm = re.exec(m[2]))) {
+        labels[lm[1]] = lm[2].replace(/\\(.)/g, (_x, ch: string) => (ch === 'n' ? '\n' : ch));
+        end = re.lastIndex;
+      }
+      expect(end).toBe(m[2].length);
+    }
+    const value = m[3] === '+Inf' ? Infinity : m[3] === '-Inf' ? -Infinity : Number(m[3]);
+    expect(Number.isNaN(value)).toBe(false);
+    series.push({ name: m[1], labels, value });
+  }
+  const get = (name: string, want: Record<string, string>) =>
+    series.filter((s) => s.name === name && Object.entries(want).every(([k, v]) => s.labels[k] === v));
+  return { types, helps, series, get };
+}
+
+let exporter: PrometheusExporter | undefined;
+afterEach(async () => {
+  await exporter?.close();
+  exporter = undefined;
+});
+
+describe('workingSetBytes', () => {
+  it('is usage - inactive_file, floored at 0, and usage when inactive_file is unknown', () => {
+    expect(workingSetBytes(c(ID_A, { memory_usage_bytes: 1000, memory_inactive_file_bytes: 300 }))).toBe(700);
+    expect(workingSetBytes(c(ID_A, { memory_usage_bytes: 1000, memory_inactive_file_bytes: 3000 }))).toBe(0);
+    expect(workingSetBytes(c(ID_A, { memory_usage_bytes: 1000 }))).toBe(1000);
+  });
+});
+
+describe('PrometheusExporter', () => {
+  it('serves cAdvisor-named metrics with exact cumulative values over HTTP on loopback', async () => {
+    exporter = new PrometheusExporter({ port: 0 });
+    const addr = await exporter.listen();
+    expect(addr.host).toBe('127.0.0.1');
+    expect(addr.port).toBeGreaterThan(0);
+
+    const s1: Sample = {
+      time: '2026-11-22T08:00:00Z',
+      kernel: '6.1.0-56-amd64',
+      sample_us: 420,
+      vm: 'web',
+      containers: [
+        c(ID_A, {
+          cpu_usage_ns: 1_500_000_000,
+          memory_usage_bytes: 104_857_600,
+          memory_inactive_file_bytes: 4_857_600,
+          memory_rss_bytes: 60_000_000,
+          memory_cache_bytes: 40_000_000,
+          io_read_bytes: 4096,
+          io_write_bytes: 8192,
+          net_rx_bytes: 123_456,
+          net_tx_bytes: 654_321,
+          pids: 7,
+        } as Partial<ContainerSample>),
+        c(ID_B, { cpu_usage_ns: 2_000_000, memory_usage_bytes: 5000, name: '/from-sample' }),
+      ],
+    };
+    exporter.observe(s1, new Map([[ID_A, { name: '/nginx', image: 'nginx:1.25' }]]));
+    exporter.observe({ ...s1, vm: 'db', sample_us: 3000, containers: [c(ID_A, { cpu_usage_ns: 7_000_000_000 })] });
+    exporter.recordError('web');
+    exporter.recordError('web');
+    exporter.setTlbHitRatio('web', 0.875);
+
+    const res = await fetch(addr.url);
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toBe('text/plain; version=0.0.4; charset=utf-8');
+    const p = parseExposition(await res.text());
+
+    expect(p.types.get('container_cpu_usage_seconds_total')).toBe('counter');
+    for (const n of ['container_fs_reads_bytes_total', 'container_fs_writes_bytes_total', 'container_network_receive_bytes_total', 'container_network_transmit_bytes_total', 'ciel_sample_errors_total'])
+      expect(p.types.get(n)).toBe('counter');
+    for (const n of ['container_memory_usage_bytes', 'container_memory_working_set_bytes', 'container_memory_rss', 'container_memory_cache', 'ciel_tlb_hit_ratio'])
+      expect(p.types.get(n)).toBe('gauge');
+    expect(p.types.get('ciel_sample_duration_seconds')).toBe('histogram');
+
+    const a = { id: `/system.slice/docker-${ID_A}.scope`, vm: 'web' };
+    expect(p.get('container_cpu_usage_seconds_total', a)).toEqual([
+      { name: 'container_cpu_usage_seconds_total', labels: { ...a, name: 'nginx', image: 'nginx:1.25', cpu: 'total' }, value: 1.5 },
+    ]);
+    expect(p.get('container_memory_usage_bytes', a)[0].value).toBe(104_857_600);
+    expect(p.get('container_memory_working_set_bytes', a)[0].value).toBe(100_000_000);
+    expect(p.get('container_memory_rss', a)[0].value).toBe(60_000_000);
+    expect(p.get('container_memory_cache', a)[0].value).toBe(40_000_000);
+    expect(p.get('container_fs_reads_bytes_total', a)[0].value).toBe(4096);
+    expect(p.get('container_fs_writes_bytes_total', a)[0].value).toBe(8192);
+    expect(p.get('container_network_receive_bytes_total', a)[0].value).toBe(123_456);
+    expect(p.get('container_network_transmit_bytes_total', a)[0].value).toBe(654_321);
+    expect(p.get('container_processes', a)[0].value).toBe(7);
+
+    // B: name from the sample (leading slash dropped), no image known; working set = usage (no inactive_file)
+    const b = p.get('container_memory_working_set_bytes', { id: `/system.slice/docker-${ID_B}.scope` });
+    expect(b).toEqual([
+      { name: 'container_memory_working_set_bytes', labels: { id: `/system.slice/docker-${ID_B}.scope`, name: 'from-sample', image: '', vm: 'web' }, value: 5000 },
+    ]);
+    expect(p.get('container_cpu_usage_seconds_total', { vm: 'db' })[0].value).toBe(7);
+    expect(p.get('container_cpu_usage_seconds_total', {})).toHaveLength(3);
+
+    expect(p.get('ciel_sample_errors_total', { vm: 'web' })[0].value).toBe(2);
+    expect(p.get('ciel_tlb_hit_ratio', { vm: 'web' })[0].value).toBe(0.875);
+    expect(p.get('ciel_sample_duration_seconds_count', { vm: 'web' })[0].value).toBe(1);
+    expect(p.get('ciel_sample_duration_seconds_sum', { vm: 'web' })[0].value).toBe(0.00042);
+    expect(p.get('ciel_sample_duration_seconds_bucket', { vm: 'web', le: '0.00025' })[0].value).toBe(0);
+    expect(p.get('ciel_sample_duration_seconds_bucket', { vm: 'web', le: '0.0005' })[0].value).toBe(1);
+    expect(p.get('ciel_sample_duration_seconds_bucket', { vm: 'db', le: '0.0025' })[0].value).toBe(0);
+    expect(p.get('ciel_sample_duration_seconds_bucket', { vm: 'db', le: '0.005' })[0].value).toBe(1);
+    expect(p.get('ciel_sample_duration_seconds_bucket', { vm: 'db', le: '+Inf' })[0].value).toBe(1);
+
+    // the next sample replaces the VM's values (counters follow the guest's cumulative values);
+    // a container gone from the VM leaves the exposition; a guest reboot shows as a counter reset
+    exporter.observe({ ...s1, time: '2026-11-22T08:00:01Z', containers: [c(ID_A, { cpu_usage_ns: 250_000_000 })] });
+    const p2 = parseExposition(await (await fetch(addr.url)).text());
+    expect(p2.get('container_cpu_usage_seconds_total', { vm: 'web' })).toEqual([
+      { name: 'container_cpu_usage_seconds_total', labels: { ...a, name: 'nginx', image: 'nginx:1.25', cpu: 'total' }, value: 0.25 },
+    ]);
+    expect(p2.get('ciel_sample_duration_seconds_count', { vm: 'web' })[0].value).toBe(2);
+
+    exporter.removeVm('db');
+    const p3 = parseExposition(await (await fetch(addr.url)).text());
+    expect(p3.get('container_cpu_usage_seconds_total', { vm: 'db' })).toEqual([]);
+  });
+
+  it('answers 404 off /metrics and 405 to POST', async () => {
+    exporter = new PrometheusExporter({ port: 0 });
+    const { port } = await exporter.listen();
+    expect((await fetch(`http://127.0.0.1:${port}/`)).status).toBe(404);
+    expect((await fetch(`http://127.0.0.1:${port}/metrics`, { method: 'POST' })).status).toBe(405);
+  });
+
+  it('binds 127.0.0.1:9464 by default and reports a busy port as an error', async () => {
+    exporter = new PrometheusExporter();
+    let addr;
+    try {
+      addr = await exporter.listen();
+    } catch (e) {
+      // someone else on this machine holds 9464: the error must say so
+      expect(String(e)).toMatch(/EADDRINUSE/);
+      return;
+    }
+    expect(addr).toEqual({ host: '127.0.0.1', port: 9464, url: 'http://127.0.0.1:9464/metrics' });
+    const second = new PrometheusExporter();
+    await expect(second.listen()).rejects.toThrow(/EADDRINUSE/);
+  });
+});
