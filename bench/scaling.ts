@@ -14,7 +14,8 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { buildMonitor, GENERATED } from '../compiler/build.ts';
+import { hasBuild } from '../common/build-artifact.ts';
+import { buildMonitor } from '../compiler/build.ts';
 import { cacheDir } from '../common/cache.ts';
 import { MonitorSampler, ProcVmStats } from '../controller/wiring.ts';
 import { ensureTestGuest } from '../testbed/minimal-guest.ts';
@@ -44,7 +45,7 @@ export async function benchScaling(
   const trials = o.trials ?? 9;
   const reps = o.reps ?? 3;
   const parts = o.parts ?? ['latency', 'scaleout'];
-  if (!existsSync(join(GENERATED, RELEASE, 'monitor.so'))) await buildMonitor({ release: RELEASE });
+  if (!hasBuild(RELEASE)) await buildMonitor({ release: RELEASE });
   const progress = (s: string) => process.stderr.write(`[bench scaling] ${s}\n`);
 
   // ---------------------------------------------------------------- A. latency

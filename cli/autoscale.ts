@@ -5,7 +5,7 @@
 import { accessSync, constants, existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { GENERATED } from '../compiler/build.ts';
+import { GENERATED } from '../common/build-artifact.ts';
 import { abortableSleep } from '../common/sleep.ts';
 import { Autoscaler, jsonLines, type AutoscalerOptions, type LoadBalancer, type ReplicaProvisioner } from '../controller/autoscaler.ts';
 import { loadAutoscaleConfig, type AutoscaleConfig, type AutoscaleVm } from '../controller/config.ts';

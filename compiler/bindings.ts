@@ -5,7 +5,7 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { Project, VariableDeclarationKind } from 'ts-morph';
+import { Project, ts, VariableDeclarationKind } from 'ts-morph';
 import { BadInputError } from '../common/errors.ts';
 import { clang } from './tools.ts';
 
@@ -104,7 +104,7 @@ export async function verifyAbiLayout(header: string, abi: Abi): Promise<void> {
 const camel = (s: string) => s.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase());
 const pascal = (s: string) => camel(s).replace(/^./, (c) => c.toUpperCase());
 
-/** Emit `<outFile>`: constants, one interface and one decoder per struct. */
+/** Emit `<outFile>` (abi.ts) and its JavaScript (abi.js): constants, one interface and one decoder per struct. */
 export function emitBindings(abi: Abi, outFile: string, source: string): string {
   const project = new Project({ useInMemoryFileSystem: true });
   const file = project.createSourceFile('abi.ts', '', { overwrite: true });
@@ -165,6 +165,9 @@ export function emitBindings(abi: Abi, outFile: string, source: string): string 
   file.formatText({ indentSize: 2 });
   const text = file.getFullText();
   writeFileSync(outFile, text);
+  // The runtime loads plain JavaScript (no TypeScript loader in `ciel monitor`): abi.js beside abi.ts.
+  const js = ts.transpileModule(text, { compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 } }).outputText;
+  writeFileSync(outFile.replace(/\.ts$/, '.js'), js);
   return text;
 }
 

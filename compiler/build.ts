@@ -4,8 +4,9 @@
 import { execa } from 'execa';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { checkReleaseName, GENERATED, type BuildManifest, type SlotInfo } from '../common/build-artifact.ts';
 import { BadInputError, CielError } from '../common/errors.ts';
+import { packagePath } from '../common/package-root.ts';
 import { generateBindings } from './bindings.ts';
 import { compileMonitor } from './compile-monitor.ts';
 import { loadBtf } from './kernel/btf.ts';
@@ -15,39 +16,13 @@ import { fetchKernel, kernelTreeFromDir, type KernelTree } from './kernel/packag
 import { loadSystemMap } from './kernel/system-map.ts';
 import { clangPath } from './tools.ts';
 
-export const KERNEL_SRC = fileURLToPath(new URL('../kernel-src/', import.meta.url));
-export const GENERATED = fileURLToPath(new URL('../generated/', import.meta.url));
+export const KERNEL_SRC = packagePath('kernel-src') + '/';
 
 /** What the monitor .so may import: libc, for the runtime's setjmp/longjmp, memcpy and dl_iterate_phdr. */
 const ALLOWED_IMPORTS = new Set([
   '_setjmp', 'longjmp', 'abort', 'calloc', 'free', 'memcpy', 'memset', 'memmove', 'dl_iterate_phdr', 'dladdr',
   '__cxa_finalize', '__gmon_start__', '_ITM_deregisterTMCloneTable', '_ITM_registerTMCloneTable', '__stack_chk_fail',
 ]);
-
-export interface SlotInfo {
-  index: number;
-  name: string;
-  kind: 'variable' | 'function';
-  /** System.map address as a hex string (add the KASLR slide unless perCpu) */
-  address: string;
-  perCpu: boolean;
-}
-
-export interface BuildManifest {
-  release: string;
-  flavour: string;
-  builtAt: string;
-  compiler: string;
-  packages: Record<string, string>;
-  sources: string[];
-  entryPoints: string[];
-  coverage: { loads: number; translated: number; skippedLocal: number; memcpySources: number; ratio: number };
-  layoutChecks: number;
-  slots: number;
-  /** System.map address of _text (unslid), for finding the KASLR slide */
-  kernelText: string;
-  timings: Record<string, number>;
-}
 
 export interface BuildOptions {
   /** an already-resolved kernel tree (tests, tools); takes precedence over release/kernelDir */
@@ -83,7 +58,7 @@ export async function buildMonitor(o: BuildOptions): Promise<BuildResult> {
     throw new CielError('give --kernel RELEASE (e.g. 6.1.0-56-amd64) or --kernel-dir DIR --system-map FILE');
   }
   const fetchMs = Math.round(performance.now() - t0);
-  const outDir = join(o.outRoot ?? GENERATED, tree.release);
+  const outDir = join(o.outRoot ?? GENERATED, checkReleaseName(tree.release));
 
   const sources = readdirSync(KERNEL_SRC)
     .filter((f) => f.endsWith('.c'))
@@ -148,15 +123,4 @@ export async function buildMonitor(o: BuildOptions): Promise<BuildResult> {
   return { outDir, so: compiled.so, manifest, slots };
 }
 
-/** Read a build's outputs back (the runtime's view of generated/<release>/). */
-export function loadBuild(release: string, outRoot = GENERATED): { so: string; slots: SlotInfo[]; manifest: BuildManifest } {
-  const dir = join(outRoot, release);
-  const read = <T>(f: string): T => {
-    try {
-      return JSON.parse(readFileSync(join(dir, f), 'utf8')) as T;
-    } catch {
-      throw new BadInputError(join(dir, f), `missing or unreadable: run \`npx ciel build --kernel ${release}\` first`);
-    }
-  };
-  return { so: join(dir, 'monitor.so'), slots: read<SlotInfo[]>('slots.json'), manifest: read<BuildManifest>('manifest.json') };
-}
+export { GENERATED };

@@ -5,11 +5,11 @@
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { packagePath } from '../common/package-root.ts';
 import { cacheDir } from '../common/cache.ts';
 import { clang } from './tools.ts';
 
-export const NATIVE_DIR = fileURLToPath(new URL('../vmi/native/', import.meta.url));
+export const NATIVE_DIR = packagePath('vmi', 'native');
 
 /** Flags shared by both: the fast path gets the kernel monitor's reduced feature set so that it is
  * inline-compatible with any caller (a callee's target features must be a subset of the caller's). */

@@ -6,7 +6,7 @@
 
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { cacheDir } from '../common/cache.ts';
-import { loadBuild } from '../compiler/build.ts';
+import { loadBuild } from '../common/build-artifact.ts';
 import { Autoscaler, type Backend, type LoadBalancer } from '../controller/autoscaler.ts';
 import { PolicyEngine } from '../controller/policy.ts';
 import type { ControllerEvent, PolicyConfig } from '../controller/types.ts';

@@ -1,9 +1,8 @@
 // One VM's monitor: the per-kernel build (generated/<release>/) attached to a memory backend, with
 // the kernel-symbol slots relocated by the KASLR slide. sample() reads every cgroup from outside and
 // returns the containers (Docker layouts) as a Sample.
-import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { GENERATED, loadBuild, type BuildManifest, type SlotInfo } from '../compiler/build.ts';
+import { loadBuild, type BuildManifest, type SlotInfo } from '../common/build-artifact.ts';
 import type { MemoryBackend } from './backends/backend.ts';
 import { CielError } from '../common/errors.ts';
 import { findSlideFromPageTables, findVmcoreinfo } from './kaslr.ts';
@@ -77,7 +76,7 @@ export class GuestMonitor {
 
   static async open(o: MonitorOptions): Promise<GuestMonitor> {
     const build = loadBuild(o.release, o.outRoot);
-    const abi = (await import(pathToFileURL(join(o.outRoot ?? GENERATED, o.release, 'abi.ts')).href)) as AbiModule;
+    const abi = (await import(pathToFileURL(build.abiModule).href)) as AbiModule;
     const rt = new NativeRuntime(build.so);
     const m = new GuestMonitor(o.release, o.backend, rt, abi, build.slots, build.manifest, o.vm);
     await m.refresh();

@@ -14,7 +14,8 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildMonitor, GENERATED } from '../../compiler/build.ts';
+import { hasBuild } from '../../common/build-artifact.ts';
+import { buildMonitor } from '../../compiler/build.ts';
 import type { ControllerEvent, DecisionEvent } from '../../controller/types.ts';
 import { demoPolicy, ORIGIN_MEM_MIB, ORIGIN_VCPUS, RELEASE } from '../../testbed/scenario.ts';
 import { serviceNames, setLoad, startServices } from '../../testbed/services.ts';
@@ -42,7 +43,7 @@ let g: Guest | undefined;
 const dir = mkdtempSync(join(tmpdir(), 'ciel-autoscale-'));
 
 beforeAll(async () => {
-  if (!existsSync(join(GENERATED, RELEASE, 'monitor.so'))) await buildMonitor({ release: RELEASE });
+  if (!hasBuild(RELEASE)) await buildMonitor({ release: RELEASE });
   g = await bootGuest({ name: `autoscale-${process.pid}`, bare: true, memMiB: ORIGIN_MEM_MIB, smp: ORIGIN_VCPUS, log });
   await startServices(g);
 }, 240_000);

@@ -9,14 +9,15 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { buildMonitor, GENERATED } from '../../compiler/build.ts';
+import { hasBuild } from '../../common/build-artifact.ts';
+import { buildMonitor } from '../../compiler/build.ts';
 import { demoPolicy, ORIGIN_IP, RELEASE, Scenario } from '../../testbed/scenario.ts';
 
 let s: Scenario;
 const log = process.env.CIEL_E2E_VERBOSE === '1' ? (l: string) => process.stderr.write(`[e2e] ${l}\n`) : () => {};
 
 beforeAll(async () => {
-  if (!existsSync(join(GENERATED, RELEASE, 'monitor.so'))) await buildMonitor({ release: RELEASE });
+  if (!hasBuild(RELEASE)) await buildMonitor({ release: RELEASE });
   s = await Scenario.setup({
     tag: `t${process.pid}`,
     balancer: process.env.CIEL_E2E_LB === 'stub' ? 'stub' : 'ipvs',

@@ -7,7 +7,8 @@
 import { createHash } from 'node:crypto';
 import { closeSync, openSync, readFileSync, readSync, writeSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildMonitor, loadBuild } from '../../../compiler/build.ts';
+import { loadBuild } from '../../../common/build-artifact.ts';
+import { buildMonitor } from '../../../compiler/build.ts';
 import { loadBtf } from '../../../compiler/kernel/btf.ts';
 import { fetchKernel } from '../../../compiler/kernel/packages.ts';
 import type { QemuLiveBackend } from '../../../vmi/backends/qemu-live.ts';
