@@ -1,6 +1,5 @@
 // `ciel build --kernel RELEASE` | `ciel build --kernel-dir DIR --system-map FILE`
 import type { Command } from 'commander';
-import { buildMonitor } from '../compiler/build.ts';
 
 export function registerBuild(program: Command): void {
   program
@@ -8,13 +7,15 @@ export function registerBuild(program: Command): void {
     .description(
       'Compile the monitor (kernel-src/) against one guest kernel: fetch its Debian packages (cached), compile with ' +
         'its own headers, instrument, link, check struct layouts against its BTF, resolve kernel symbols from System.map. ' +
-        'Output: generated/<release>/ (monitor.so, slots.json, abi.ts, manifest.json).',
+        'Output: generated/<release>/ (monitor.so, slots.json, abi.js + abi.ts, manifest.json).',
     )
     .option('-k, --kernel <release>', 'Debian kernel release, e.g. 6.1.0-56-amd64, 6.1.0-47-cloud-amd64, 6.1.0-56-rt-amd64')
     .option('--kernel-dir <dir>', 'an unpacked kernel build tree (non-Debian kernels) instead of --kernel')
     .option('--system-map <file>', 'System.map for --kernel-dir')
     .option('-o, --out <dir>', 'parent folder of the output (default: generated/)')
     .action(async (opts: { kernel?: string; kernelDir?: string; systemMap?: string; out?: string }) => {
+      // Loaded here, not at the top: the compiler (ts-morph, LLVM, BTF) stays out of every other command.
+      const { buildMonitor } = await import('../compiler/build.ts');
       const r = await buildMonitor({
         release: opts.kernel,
         kernelDir: opts.kernelDir,

@@ -1,8 +1,6 @@
 // `ciel instrument IN.(ll|bc) -o OUT.(ll|bc) [--report report.json]`
 import type { Command } from 'commander';
 import { writeFileSync } from 'node:fs';
-import { instrumentModule } from '../passes/instrument.ts';
-import { IRModule } from '../passes/llvm/ir.ts';
 import { RefusedError } from '../common/errors.ts';
 
 export function registerInstrument(program: Command): void {
@@ -16,7 +14,9 @@ export function registerInstrument(program: Command): void {
     .requiredOption('-o, --output <file>', 'instrumented IR; .bc writes bitcode, anything else text')
     .option('--report <file>', 'write the JSON report (counts, slot table, refusals) here')
     .option('--keep-going', 'write the output even when constructs were refused (exit code stays 2)')
-    .action((input: string, opts: { output: string; report?: string; keepGoing?: boolean }) => {
+    .action(async (input: string, opts: { output: string; report?: string; keepGoing?: boolean }) => {
+      // Loaded on use: LLVM's FFI stays out of every other command.
+      const [{ instrumentModule }, { IRModule }] = await Promise.all([import('../passes/instrument.ts'), import('../passes/llvm/ir.ts')]);
       const m = IRModule.load(input);
       try {
         const report = instrumentModule(m, { strict: false });

@@ -14,4 +14,3 @@ export {
 export { readSaveImage, SaveImageError, type SaveImage } from './libvirt-warm.ts';
 export { GuestChannel, type ExecResult } from './guest-channel.ts';
 export { fixupScript, type WarmIdentity, type WarmImage } from './warm-identity.ts';
-export { ensureTestGuest, GUEST_KERNEL_RELEASE, type TestGuest } from '../testbed/minimal-guest.ts';
