@@ -1,8 +1,7 @@
 // Types shared by the policy engine and the autoscaler loop. Everything here is JSON-serialisable.
 
-/** The four resources Ciel scales on (paper sec. 4.1/4.3: CPU, memory, disk, network). */
-export type Resource = 'cpu' | 'memory' | 'disk' | 'network';
-export const RESOURCES: readonly Resource[] = ['cpu', 'memory', 'disk', 'network'];
+export { RESOURCES, type Capacities, type PolicyConfig, type Resource, type ResourcePolicy } from './policy-config.ts';
+import type { Resource } from './policy-config.ts';
 
 /**
  * VM-level statistics as libvirt's `virsh domstats` (or /proc/<qemu pid> for QEMU-direct) reports them.
@@ -28,58 +27,6 @@ export interface VmStats {
   /** cumulative bytes received / transmitted on all virtual NICs */
   net_rx_bytes: number;
   net_tx_bytes: number;
-}
-
-/** Per-resource policy. Utilisations are fractions (0.7 = 70 %). */
-export interface ResourcePolicy {
-  resource: Resource;
-  /** The VM is hot when its utilisation of this resource is strictly above this. */
-  vmThreshold: number;
-  /** A container is over threshold when its utilisation is strictly above this (default: vmThreshold). */
-  containerThreshold?: number;
-  /** Per-container thresholds (key: container name, else id), overriding containerThreshold. */
-  containerThresholds?: Record<string, number>;
-  /** HPA target utilisation per replica: desired = ceil(current * metric / target). */
-  target: number;
-  /** Target for the VM-level ratio used when no container is over its threshold (default: target). */
-  vmTarget?: number;
-}
-
-/** Capacities that turn disk/network byte rates into utilisation fractions. */
-export interface Capacities {
-  /** bytes/s the disk of one VM is considered to sustain (read+write) */
-  diskBytesPerSec: number;
-  /** bytes/s one VM's network is considered to sustain (rx+tx) */
-  netBytesPerSec: number;
-}
-
-export interface PolicyConfig {
-  policies: ResourcePolicy[];
-  capacities?: Partial<Capacities>;
-  /** HPA tolerance: no change when |metric/target - 1| <= tolerance. Default 0.1. */
-  tolerance?: number;
-  /** After a scale_out of a container, further scale_outs of it wait this long. Default 30 000 ms. */
-  scaleUpCooldownMs?: number;
-  /** Scale-down stabilisation window (HPA: max recommendation over the window). Default 300 000 ms. */
-  scaleDownWindowMs?: number;
-  /** Replica bounds per container (origin container counts as 1). Defaults 1 and 10. */
-  minReplicas?: number;
-  maxReplicas?: number;
-  /** Number of recent utilisation points per container for the least-squares trend. Default 5. */
-  trendPoints?: number;
-  /** Look-ahead for the trend rule: expected time until a new replica serves (s). Default 15. */
-  trendHorizonS?: number;
-  /**
-   * The trend rule only considers a container that accounts for at least this fraction of the VM's own
-   * utilisation of the hot resource (a periodic job at a quarter of a noisy VM reading is not why the
-   * VM is hot, and scaling it out relieves little). Default 0.5.
-   */
-  trendMinShare?: number;
-  /**
-   * A counter baseline older than this is discarded instead of producing a rate over the whole gap
-   * (container sampling is intermittent). Default 10 000 ms.
-   */
-  maxRateGapMs?: number;
 }
 
 /** Injected clock: milliseconds since the epoch. */
