@@ -11,13 +11,9 @@
 // Containers are keyed by name (else id): one key is one service, so names must be unique across the
 // VMs one engine watches.
 //
-// Utilisation, per resource, is a fraction:
-//   cpu      VM: Δcpu.time / (Δt · vCPUs)        container: Δcpu_usage_ns / (Δt · VM vCPUs)
-//   memory   VM: used / assigned                  container: memory_usage_bytes / VM assigned memory
-//   disk     (Δread + Δwrite) / Δt / capacities.diskBytesPerSec
-//   network  (Δrx + Δtx) / Δt / capacities.netBytesPerSec
-// Container utilisation is relative to the VM, so container shares of one resource add up to (about)
-// the VM's own utilisation.
+// Utilisation, per resource, is a fraction of the VM's capacity, computed by one function for a VM and
+// its containers alike (utilisation.ts), so container shares of one resource add up to (about) the
+// VM's own utilisation.
 //
 // Sizing follows Kubernetes HPA: desired = ceil(current · metric / target), no change while
 // |metric/target − 1| <= tolerance (0.1), scale-down uses the maximum recommendation over the
@@ -49,7 +45,8 @@
 //     by its trend) is the one whose scale-out relieves the VM most.
 
 import type { ContainerSample, Sample } from '../vmi/sample.ts';
-import { clamp, counterRate, EPS, hpaDesired, iso, lsqSlope, parseTime } from './math.ts';
+import { clamp, EPS, hpaDesired, iso, lsqSlope, parseTime, type HpaResult } from './math.ts';
+import { containerUsage, utilisation, vmCapacity, vmUsage } from './utilisation.ts';
 import type {
   Capacities,
   Clock,
@@ -75,6 +72,26 @@ export interface VmCheckResult {
   sampleContainers: boolean;
   /** hot now, cool (or not yet rated) at the previous check */
   becameHot: boolean;
+}
+
+/** One sizing decision's input: a container, the metric it is sized on, and HPA's recommendation. */
+interface SizingInput {
+  container: string;
+  vm: string;
+  resource: Resource;
+  /** utilisation the recommendation is based on, and its target */
+  metric: number;
+  target: number;
+  /** why it is sized (over_threshold, trend, hpa): the decision's reason starts with it */
+  reason: string;
+  hpa: HpaResult;
+}
+
+/** Where one container step's events and decisions go, and its clock time. */
+interface StepOutput {
+  now: number;
+  events: ControllerEvent[];
+  decisions: DecisionEvent[];
 }
 
 export interface ContainerStepResult {
@@ -164,27 +181,13 @@ export class PolicyEngine {
     const events: ControllerEvent[] = [];
     const util: Util = {};
     const elapsed = prev ? t - prev.lastT : null;
-    const caps = this.cfg.capacities;
-    for (const p of this.cfg.policies) {
-      const r = p.resource;
-      if (r === 'memory') {
-        if (stats.memory_total_bytes > 0) util.memory = stats.memory_used_bytes / stats.memory_total_bytes;
-        continue;
-      }
-      if (!prev || elapsed === null) continue;
-      const l = prev.last;
-      if (r === 'cpu') {
-        const rate = counterRate(l.cpu_time_ns, stats.cpu_time_ns, elapsed);
-        if (rate !== null && stats.vcpus > 0) util.cpu = rate / 1e9 / stats.vcpus;
-      } else if (r === 'disk') {
-        const a = counterRate(l.block_rd_bytes, stats.block_rd_bytes, elapsed);
-        const b = counterRate(l.block_wr_bytes, stats.block_wr_bytes, elapsed);
-        if (a !== null && b !== null) util.disk = (a + b) / caps.diskBytesPerSec;
-      } else {
-        const a = counterRate(l.net_rx_bytes, stats.net_rx_bytes, elapsed);
-        const b = counterRate(l.net_tx_bytes, stats.net_tx_bytes, elapsed);
-        if (a !== null && b !== null) util.network = (a + b) / caps.netBytesPerSec;
-      }
+    const cap = vmCapacity(stats, this.cfg.capacities);
+    const cur = vmUsage(stats);
+    const before = prev ? vmUsage(prev.last) : undefined;
+    for (const { resource: r } of this.cfg.policies) {
+      // a VM counter that went backwards (reset) gives no utilisation this time; the baseline moves on
+      const v = utilisation(r, cur, before, elapsed, cap);
+      if (typeof v === 'number') util[r] = v;
     }
     events.push({ type: 'vm_check', time: iso(now), vm: stats.vm, util, elapsed_ms: elapsed });
     if (elapsed !== null && elapsed <= 0) {
@@ -247,12 +250,13 @@ export class PolicyEngine {
     const t = parseTime(sample.time);
     const events: ControllerEvent[] = [];
     const decisions: DecisionEvent[] = [];
+    const out: StepOutput = { now, events, decisions };
     const utils = new Map<string, Util>();
 
     for (const c of sample.containers) {
       const key = containerKey(c);
       const st = this.containerState(key, vmName);
-      const u = this.containerUtil(st, c, t, vm.last, now, vmName, key, events);
+      const u = this.containerUtil(key, st, c, t, { name: vmName, stats: vm.last }, out);
       st.last = { t, c };
       utils.set(key, u);
       for (const [r, v] of Object.entries(u) as [Resource, number][]) {
@@ -291,7 +295,7 @@ export class PolicyEngine {
     const evaluated = new Set<string>();
     for (const o of over) {
       events.push({ type: 'container_chosen', time: iso(now), vm: vmName, container: o.key, rule: 'over_threshold', resource: o.resource, score: o.score });
-      this.sizeByOwnMetrics(o.key, utils.get(o.key)!, vmName, 'over_threshold', now, events, decisions);
+      this.sizeByOwnMetrics(o.key, utils.get(o.key)!, vmName, 'over_threshold', out);
       evaluated.add(o.key);
     }
 
@@ -303,7 +307,7 @@ export class PolicyEngine {
         const p = this.policy(chosen.resource);
         const vmUtil = vm.util[chosen.resource]!;
         evaluated.add(chosen.container);
-        this.apply(chosen.container, vmName, chosen.resource, vmUtil, p.vmTarget ?? p.target, 'trend', now, events, decisions);
+        this.applyDesired(this.sizing(chosen.container, vmName, chosen.resource, vmUtil, p.vmTarget ?? p.target, 'trend'), out);
       }
     }
 
@@ -311,7 +315,7 @@ export class PolicyEngine {
     for (const [key, u] of utils) {
       if (evaluated.has(key)) continue;
       if (this.replicas(key) <= 1) continue;
-      this.sizeByOwnMetrics(key, u, vmName, 'hpa', now, events, decisions);
+      this.sizeByOwnMetrics(key, u, vmName, 'hpa', out);
     }
     return { events, decisions };
   }
@@ -335,18 +339,12 @@ export class PolicyEngine {
     return p.containerThresholds?.[key] ?? p.containerThreshold ?? p.vmThreshold;
   }
 
-  private containerUtil(
-    st: ContainerState,
-    c: ContainerSample,
-    t: number,
-    vmStats: VmStats,
-    now: number,
-    vmName: string,
-    key: string,
-    events: ControllerEvent[],
-  ): Util {
+  /** Utilisation of one container at sample time `t` against its previous sample (no_rate events say why none). */
+  private containerUtil(key: string, st: ContainerState, c: ContainerSample, t: number, vm: { name: string; stats: VmStats }, out: StepOutput): Util {
+    const { now, events } = out;
+    const vmName = vm.name;
+    const vmStats = vm.stats;
     const u: Util = {};
-    const caps = this.cfg.capacities;
     const prev = st.last;
     let elapsed: number | null = null;
     if (!prev) {
@@ -358,27 +356,12 @@ export class PolicyEngine {
     } else {
       elapsed = t - prev.t;
     }
-    for (const p of this.cfg.policies) {
-      const r = p.resource;
-      if (r === 'memory') {
-        if (vmStats.memory_total_bytes > 0) u.memory = c.memory_usage_bytes / vmStats.memory_total_bytes;
-        continue;
-      }
-      if (elapsed === null || !prev) continue;
-      const pc = prev.c;
-      let v: number | null = null;
-      if (r === 'cpu') {
-        const rate = counterRate(pc.cpu_usage_ns, c.cpu_usage_ns, elapsed);
-        if (rate !== null && vmStats.vcpus > 0) v = rate / 1e9 / vmStats.vcpus;
-      } else if (r === 'disk') {
-        const a = counterRate(pc.io_read_bytes, c.io_read_bytes, elapsed);
-        const b = counterRate(pc.io_write_bytes, c.io_write_bytes, elapsed);
-        if (a !== null && b !== null) v = (a + b) / caps.diskBytesPerSec;
-      } else {
-        const a = counterRate(pc.net_rx_bytes, c.net_rx_bytes, elapsed);
-        const b = counterRate(pc.net_tx_bytes, c.net_tx_bytes, elapsed);
-        if (a !== null && b !== null) v = (a + b) / caps.netBytesPerSec;
-      }
+    const cap = vmCapacity(vmStats, this.cfg.capacities);
+    const cur = containerUsage(c);
+    const before = prev && elapsed !== null ? containerUsage(prev.c) : undefined;
+    for (const { resource: r } of this.cfg.policies) {
+      const v = utilisation(r, cur, before, elapsed, cap);
+      if (v === undefined) continue;
       if (v === null) {
         events.push({ type: 'no_rate', time: iso(now), vm: vmName, container: key, reason: `${r} counter went backwards (restart?)` });
         st.history[r] = [];
@@ -424,60 +407,30 @@ export class PolicyEngine {
   }
 
   /** HPA over every resource with a metric: the maximum desired wins (as HPA does with several metrics). */
-  private sizeByOwnMetrics(
-    key: string,
-    u: Util,
-    vmName: string,
-    reason: string,
-    now: number,
-    events: ControllerEvent[],
-    decisions: DecisionEvent[],
-  ): void {
-    const current = this.replicas(key);
-    let best: { r: Resource; desired: number; metric: number; target: number; within: boolean; ratio: number } | undefined;
+  private sizeByOwnMetrics(container: string, u: Util, vm: string, reason: string, out: StepOutput): void {
+    let best: SizingInput | undefined;
     for (const p of this.cfg.policies) {
       const v = u[p.resource];
       if (v === undefined) continue;
-      const h = hpaDesired(current, v, p.target, this.cfg.tolerance, this.cfg.minReplicas, this.cfg.maxReplicas);
+      const s = this.sizing(container, vm, p.resource, v, p.target, reason);
       // prefer the larger desired; on a tie the larger |ratio - 1| explains it best
-      if (!best || h.desired > best.desired || (h.desired === best.desired && Math.abs(h.ratio - 1) > Math.abs(best.ratio - 1) + EPS)) {
-        best = { r: p.resource, desired: h.desired, metric: v, target: p.target, within: h.withinTolerance, ratio: h.ratio };
-      }
+      const h = s.hpa;
+      if (!best || h.desired > best.hpa.desired || (h.desired === best.hpa.desired && Math.abs(h.ratio - 1) > Math.abs(best.hpa.ratio - 1) + EPS)) best = s;
     }
-    if (!best) return;
-    this.applyDesired(key, vmName, best.r, best.metric, best.target, best.desired, best.within, best.ratio, reason, now, events, decisions);
+    if (best) this.applyDesired(best, out);
   }
 
-  private apply(
-    key: string,
-    vmName: string,
-    r: Resource,
-    metric: number,
-    target: number,
-    reason: string,
-    now: number,
-    events: ControllerEvent[],
-    decisions: DecisionEvent[],
-  ): void {
-    const current = this.replicas(key);
-    const h = hpaDesired(current, metric, target, this.cfg.tolerance, this.cfg.minReplicas, this.cfg.maxReplicas);
-    this.applyDesired(key, vmName, r, metric, target, h.desired, h.withinTolerance, h.ratio, reason, now, events, decisions);
+  /** HPA's recommendation for `container` on one metric. */
+  private sizing(container: string, vm: string, resource: Resource, metric: number, target: number, reason: string): SizingInput {
+    const hpa = hpaDesired(this.replicas(container), metric, target, this.cfg.tolerance, this.cfg.minReplicas, this.cfg.maxReplicas);
+    return { container, vm, resource, metric, target, reason, hpa };
   }
 
-  private applyDesired(
-    key: string,
-    vmName: string,
-    r: Resource,
-    metric: number,
-    target: number,
-    desired: number,
-    within: boolean,
-    ratio: number,
-    reason: string,
-    now: number,
-    events: ControllerEvent[],
-    decisions: DecisionEvent[],
-  ): void {
+  /** Act on a recommendation: cooldown for scale-up, stabilisation window for scale-down. */
+  private applyDesired(s: SizingInput, out: StepOutput): void {
+    const { container: key, vm: vmName, resource: r, metric, target, reason } = s;
+    const { desired, withinTolerance: within, ratio } = s.hpa;
+    const { now, events, decisions } = out;
     const st = this.containerState(key, vmName);
     const current = st.replicas;
     const W = this.cfg.scaleDownWindowMs;
