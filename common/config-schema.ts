@@ -9,7 +9,7 @@
 import { readFileSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
 import { z } from 'zod';
-import { BadInputError } from './errors.ts';
+import { BadFieldError, BadInputError } from './errors.ts';
 
 /** A value as error messages show it: `"kvm"`, `number 0`, `an object`, `null`. */
 export function describe(v: unknown): string {
@@ -92,7 +92,7 @@ export function fieldPath(p: readonly (string | number)[]): string {
 }
 
 /**
- * Validate `raw` against `schema`, or throw a BadInputError naming `file` and the field. When several
+ * Validate `raw` against `schema`, or throw a BadFieldError naming `file` and the field. When several
  * fields are wrong, the message names one: an unknown field first (most likely a typo that explains
  * the rest), else the first in the file's field order.
  */
@@ -103,7 +103,7 @@ export function parseWith<S extends z.ZodTypeAny>(schema: S, raw: unknown, file:
   const issue = issues.find((i) => i.code === 'unrecognized_keys') ?? issues[0]!;
   // an unknown field is reported at its own path, not its object's
   const at = issue.code === 'unrecognized_keys' ? [...issue.path, issue.keys[0]!] : issue.path;
-  throw new BadInputError(file, `${fieldPath(at)}: ${issue.message}`);
+  throw new BadFieldError(file, fieldPath(at), issue.message);
 }
 
 /** JSON.parse with a BadInputError naming the file and the line:column of a syntax error. */

@@ -1,4 +1,5 @@
-// Typed errors. Each carries what was wrong: the guest address, the file, or the tool that failed.
+// Typed errors. Each carries what was wrong: the guest address, the file and field, the VM, the option,
+// or the tool that failed.
 
 export class CielError extends Error {
   constructor(message: string) {
@@ -45,5 +46,69 @@ export class ToolError extends CielError {
     detail: string,
   ) {
     super(`${tool}: ${detail}`);
+  }
+}
+
+/** One field of an input file is wrong: `FILE: field.path: detail`. */
+export class BadFieldError extends BadInputError {
+  constructor(
+    file: string,
+    readonly field: string,
+    detail: string,
+  ) {
+    super(file, `${field}: ${detail}`);
+  }
+}
+
+/** A value handed over in code (not read from a file) is out of range: `what: detail`. */
+export class InvalidValueError extends CielError {
+  constructor(
+    readonly what: string,
+    detail: string,
+  ) {
+    super(`${what}: ${detail}`);
+  }
+}
+
+/** A command-line option is wrong or does not go with another; the message names the option. */
+export class UsageError extends CielError {
+  constructor(
+    readonly option: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** Something about one VM failed (attach, VM-level stats, sampling): the message starts with the VM. */
+export class VmError extends CielError {
+  constructor(
+    readonly vm: string,
+    detail: string,
+    options?: { cause?: unknown },
+  ) {
+    super(`${vm}: ${detail}`);
+    if (options?.cause !== undefined) this.cause = options.cause;
+  }
+}
+
+/** The load balancer could not be told about a replica (hook failed, no address): names the replica VM and address. */
+export class BalancerError extends CielError {
+  constructor(
+    readonly vm: string,
+    readonly address: string | undefined,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** Every configured replica address is held: no replica can be given one. */
+export class AddressPoolExhaustedError extends CielError {
+  constructor(
+    readonly addresses: readonly string[],
+    message: string,
+  ) {
+    super(message);
   }
 }

@@ -1,10 +1,14 @@
-// The parts `ciel autoscale` puts around the Autoscaler (controller/standalone.ts) and its
-// human-readable event lines (monitor/autoscale-events.ts). No VM needed.
+// The parts `ciel autoscale` puts around the Autoscaler (controller/hook-balancer.ts, dry-run.ts,
+// replica-addresses.ts, replica-provisioner.ts) and its human-readable event lines
+// (controller/event-lines.ts). No VM needed.
 import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { DryRunProvisioner, HookBalancer, ReplicaAddresses, replicaSpec } from '../../controller/standalone.ts';
+import { DryRunProvisioner } from '../../controller/dry-run.ts';
+import { HookBalancer } from '../../controller/hook-balancer.ts';
+import { ReplicaAddresses } from '../../controller/replica-addresses.ts';
+import { replicaSpec } from '../../controller/replica-provisioner.ts';
 import type { ReplicaProvisionerConfig } from '../../controller/config.ts';
 import type { ControllerEvent } from '../../controller/types.ts';
 import { EventLines } from '../../controller/event-lines.ts';

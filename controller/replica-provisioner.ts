@@ -1,0 +1,31 @@
+// Replicas as a `ciel autoscale` config describes them: the spec of one (the minimal VM, with
+// `{container}` and `{ip}` filled in) and the provisioner that starts them (qemu-direct or libvirt).
+
+import { mkdirSync } from 'node:fs';
+import { LibvirtProvisioner } from '../provisioners/libvirt.ts';
+import type { Provisioner, VmSpec } from '../provisioners/provisioner.ts';
+import { QemuDirectProvisioner } from '../provisioners/qemu-direct.ts';
+import type { ReplicaProvisionerConfig } from './config.ts';
+
+/** The spec of one replica of `container`: the configured minimal VM, `{container}` (and `{ip}`) filled in. */
+export function replicaSpec(p: ReplicaProvisionerConfig, container: string, name: string, ip?: string): VmSpec {
+  const fill = (t: string) => t.replaceAll('{container}', container).replaceAll('{ip}', ip ?? '');
+  return {
+    name,
+    container,
+    vcpus: p.vcpus,
+    memMiB: p.memMiB,
+    kernel: p.kernel,
+    initrd: p.initrd,
+    cmdline: fill(p.cmdline),
+    disk: p.disk,
+    ...(p.ready !== undefined ? { ready: p.ready === null ? null : fill(p.ready) } : {}),
+  };
+}
+
+/** The configured provisioner. `keepOnExit`: QEMU-direct replicas outlive this process. */
+export function makeProvisioner(p: ReplicaProvisionerConfig, o: { keepOnExit: boolean }): Provisioner {
+  if (p.dir) mkdirSync(p.dir, { recursive: true });
+  if (p.kind === 'libvirt') return new LibvirtProvisioner({ template: p.template, uri: p.uri, ...(p.dir ? { dir: p.dir } : {}) });
+  return new QemuDirectProvisioner({ template: p.template, keepOnExit: o.keepOnExit, ...(p.dir ? { dir: p.dir } : {}) });
+}
