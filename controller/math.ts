@@ -1,12 +1,14 @@
 // Small pure helpers: counter rates over real elapsed time, least-squares slope, HPA sizing.
 
+import { InvalidValueError } from '../common/errors.ts';
+
 /** Slack for float comparisons of ratios built from counter deltas (1e-9 of a ratio is far below noise). */
 export const EPS = 1e-9;
 
 /** Parse an ISO-8601 time to ms since the epoch; throws on garbage so a bad sample is never silently used. */
 export function parseTime(iso: string): number {
   const t = Date.parse(iso);
-  if (!Number.isFinite(t)) throw new Error(`bad sample time: ${JSON.stringify(iso)}`);
+  if (!Number.isFinite(t)) throw new InvalidValueError('sample time', `bad sample time: ${JSON.stringify(iso)}`);
   return t;
 }
 
@@ -63,7 +65,7 @@ export function hpaDesired(
   min: number,
   max: number,
 ): HpaResult {
-  if (!(target > 0)) throw new Error(`HPA target must be > 0, got ${target}`);
+  if (!(target > 0)) throw new InvalidValueError('HPA target', `must be > 0, got ${target}`);
   const ratio = metric / target;
   if (Math.abs(ratio - 1) <= tolerance + EPS) {
     return { ratio, withinTolerance: true, desired: clamp(current, min, max) };

@@ -44,6 +44,7 @@
 //     ready, so the container with the largest projected load (= its share of the VM's load, corrected
 //     by its trend) is the one whose scale-out relieves the VM most.
 
+import { InvalidValueError, VmError } from '../common/errors.ts';
 import type { ContainerSample, Sample } from '../vmi/sample.ts';
 import { clamp, EPS, hpaDesired, iso, lsqSlope, parseTime, type HpaResult } from './math.ts';
 import { containerUsage, utilisation, vmCapacity, vmUsage } from './utilisation.ts';
@@ -144,12 +145,12 @@ export class PolicyEngine {
     config: PolicyConfig,
     private readonly clock: Clock,
   ) {
-    if (config.policies.length === 0) throw new Error('PolicyEngine: no resource policies');
+    if (config.policies.length === 0) throw new InvalidValueError('PolicyEngine policies', 'no resource policies');
     const seen = new Set<Resource>();
     for (const p of config.policies) {
-      if (seen.has(p.resource)) throw new Error(`PolicyEngine: two policies for ${p.resource}`);
+      if (seen.has(p.resource)) throw new InvalidValueError('PolicyEngine policies', `two policies for ${p.resource}`);
       seen.add(p.resource);
-      if (!(p.target > 0)) throw new Error(`PolicyEngine: ${p.resource} target must be > 0`);
+      if (!(p.target > 0)) throw new InvalidValueError(`PolicyEngine ${p.resource} target`, `must be > 0 (got ${p.target})`);
     }
     this.cfg = {
       ...DEFAULTS,
@@ -244,9 +245,9 @@ export class PolicyEngine {
   observeContainers(sample: Sample): ContainerStepResult {
     const now = this.clock();
     const vmName = sample.vm ?? this.lastVm;
-    if (vmName === undefined) throw new Error('observeContainers: no VM observed yet (call observeVm first)');
+    if (vmName === undefined) throw new InvalidValueError('observeContainers', 'no VM observed yet (call observeVm first)');
     const vm = this.vms.get(vmName);
-    if (!vm) throw new Error(`observeContainers: VM ${vmName} was never observed (call observeVm first)`);
+    if (!vm) throw new VmError(vmName, 'container sample of a VM never observed (call observeVm first)');
     const t = parseTime(sample.time);
     const events: ControllerEvent[] = [];
     const decisions: DecisionEvent[] = [];
