@@ -14,9 +14,10 @@ import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { cacheDir } from '../common/cache.ts';
-import { tool } from '../provisioners/common.ts';
+import { tool } from '../provisioners/host-tool.ts';
 import { ensureTestGuest } from '../testbed/minimal-guest.ts';
-import { LibvirtDaemon, LibvirtProvisioner } from '../provisioners/libvirt.ts';
+import { LibvirtDaemon } from '../provisioners/libvirt-daemon.ts';
+import { LibvirtProvisioner } from '../provisioners/libvirt.ts';
 import type { VmSpec } from '../provisioners/provisioner.ts';
 import { median, ScaleOutSamples, type ScaleOutRow } from './scale-out-rows.ts';
 

@@ -24,7 +24,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { BadInputError, ToolError } from '../common/errors.ts';
-import { sleep } from './common.ts';
+import { abortableSleep as sleep } from '../common/sleep.ts';
 
 export type DiskEditMethod = 'raw' | 'fuse' | 'convert';
 

@@ -6,7 +6,7 @@
 import { connect, type Socket } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { ToolError } from '../common/errors.ts';
-import { sleep } from './common.ts';
+import { abortableSleep as sleep } from '../common/sleep.ts';
 
 export interface ExecResult {
   out: string;

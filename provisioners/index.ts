@@ -1,12 +1,15 @@
 export * from './provisioner.ts';
-export { QemuDirectProvisioner, type QemuDirectOptions } from './qemu-direct.ts';
-export { LibvirtDaemon, LibvirtProvisioner, DEFAULT_URI, type LibvirtOptions } from './libvirt.ts';
+export { VmPool, type PoolOptions, type WarmStarted } from './pool.ts';
+export type { VmBackend, RestoredVm, SavedImage } from './vm-backend.ts';
+export { ProvisionError } from './errors.ts';
+export { QemuDirectProvisioner, QemuDirectVms, type QemuDirectOptions } from './qemu-direct.ts';
+export { LibvirtProvisioner, LibvirtVms, type LibvirtOptions } from './libvirt.ts';
+export { LibvirtDaemon, DEFAULT_URI } from './libvirt-daemon.ts';
 export {
   editDomainXml,
   domainDisk,
   domainMacs,
   domainCtlSocket,
-  parseDomstats,
   templateXml,
   type DomainEdits,
   type TemplateDomain,

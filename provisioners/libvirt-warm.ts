@@ -1,4 +1,6 @@
-// Warm start under libvirt: restoring many NEW domains from one `virsh save` image.
+// Warm start under libvirt: restoring many NEW domains from one `virsh save` image. This file is the
+// save image format and the making of a clone's image; the libvirt backend (libvirt.ts) uses it, it
+// knows nothing of the backend.
 //
 // Why not `virsh restore FILE --xml NEW.xml` (or `save-image-define`): libvirt 9.0 checks the given XML
 // for ABI stability against the one in the image and refuses every identity change a clone needs
@@ -31,16 +33,11 @@
 // stream): the identity fix-up (warm-identity.ts fixupScript) sets the clone's own MAC inside the guest.
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
 import { closeSync, createReadStream, createWriteStream, fstatSync, openSync, readSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { BadInputError, ToolError } from '../common/errors.ts';
-import { cloneDisk, sleep, tool } from './common.ts';
-import type { LibvirtProvisioner } from './libvirt.ts';
-import { domainDisk, editDomainXml } from './libvirt-xml.ts';
-import type { Acquired, Vm, VmSpec } from './provisioner.ts';
-import { fixupScript, type WarmIdentity, type WarmImage } from './warm-identity.ts';
+import { abortableSleep as sleep } from '../common/sleep.ts';
+import { tool } from './host-tool.ts';
 
 export const SAVE_MAGIC = 'LibvirtQemudSave';
 /** what libvirt writes first; replaced by SAVE_MAGIC once the save has completed */
@@ -234,76 +231,5 @@ export async function restoreFromImage(o: {
   } finally {
     pipe?.kill();
     rmSync(o.path, { force: true });
-  }
-}
-
-// ---------------------------------------------------------------------------------------------------
-// The provisioner's warm start (LibvirtProvisioner.saveWarmImage / warmStart delegate here)
-
-export type WarmStarted = Acquired & { restore_ms: number; fixup_ms: number; image_ms: number };
-
-/** `virsh save` a running domain of `p` to `file` (libvirt stops it; it stays defined), checked. */
-export async function saveDomain(p: LibvirtProvisioner, vm: Vm, file: string): Promise<{ image: WarmImage; save_ms: number; bytes: number }> {
-  p.internals.rec(vm);
-  if (vm.state !== 'running') throw new Error(`domain ${vm.name} is not running`);
-  rmSync(file, { force: true });
-  const t0 = performance.now();
-  await p.virsh('save', vm.name, file);
-  const save_ms = performance.now() - t0;
-  vm.state = 'stopped';
-  p.internals.down(vm);
-  const img = readSaveImage(file);
-  return { image: { file, spec: { ...vm.spec } }, save_ms, bytes: img.size };
-}
-
-/**
- * A new domain of `p` restored from `image`: own name, UUID, MAC, overlay disk on the template's disk
- * (the warm guest never mounts its disk), serial log, control socket and UDP ports; defined with that
- * XML (so it is persistent), restored from a per-clone image carrying the same XML, then fixed up over
- * the control channel (this domain's MAC inside the guest, address, VIP, containers, `CIEL-READY`).
- * A bad image is refused before anything is made; a failed restore or fix-up undefines the domain.
- */
-export async function restoreDomain(p: LibvirtProvisioner, spec: VmSpec, image: WarmImage, identity: WarmIdentity): Promise<WarmStarted> {
-  const { options: o, dir, newRec, define, refresh } = p.internals;
-  const s = image.spec;
-  // the machine must match the saved one; name, disk strategy and container are the new VM's
-  const r = newRec({ ...spec, vcpus: s.vcpus, memMiB: s.memMiB, kernel: s.kernel, initrd: s.initrd, cmdline: s.cmdline, ready: null });
-  const { vm } = r;
-  const t0 = performance.now();
-  const img = readSaveImage(image.file);
-  const xml = editDomainXml(img.xml, {
-    name: vm.name,
-    uuid: randomUUID(),
-    macs: [r.mac],
-    disk: vm.disk,
-    serialLog: vm.serialLog,
-    ctlSocket: r.ctlPath,
-    udpPorts: r.udp,
-  });
-  rmSync(vm.disk, { force: true });
-  await cloneDisk(domainDisk(await p.virsh('dumpxml', '--inactive', o.template)), vm.disk, spec.disk);
-  await define(r, xml);
-  try {
-    rmSync(vm.serialLog, { force: true });
-    rmSync(r.ctlPath, { force: true });
-    const made = await restoreFromImage({ virsh: (...a) => p.virsh(...a), img, xml, path: join(dir, `${vm.name}.restore`), mode: o.warmImageMode ?? 'pipe' });
-    const clone_ms = performance.now() - t0 - made.restore_ms;
-    vm.state = 'running';
-    await refresh(vm);
-    const t1 = performance.now();
-    const res = await p.exec(vm, fixupScript(r.mac, identity, spec.container), o.bootTimeoutMs ?? 90_000);
-    if (res.rc !== 0) throw new Error(`identity fix-up of ${vm.name} failed (rc ${res.rc}): ${res.out}`);
-    const fixup_ms = performance.now() - t1;
-    // from now on this is `spec`'s VM on the saved machine: the pool matches it against the same spec, and
-    // its persistent definition gets the spec's cmdline so that, stopped, it boots cold as that container
-    // (`virsh define` of a running domain changes only its next boot)
-    const file = join(dir, `${vm.name}.xml`);
-    writeFileSync(file, editDomainXml(xml, { cmdline: spec.cmdline }));
-    await p.virsh('define', file);
-    vm.spec = { ...spec, name: vm.name, vcpus: s.vcpus, memMiB: s.memMiB, kernel: s.kernel, initrd: s.initrd };
-    return { vm, pooled: false, clone_ms, boot_ms: made.restore_ms + fixup_ms, restore_ms: made.restore_ms, fixup_ms, image_ms: made.image_ms };
-  } catch (err) {
-    await p.destroy(vm).catch(() => {});
-    throw err;
   }
 }

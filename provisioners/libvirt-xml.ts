@@ -1,11 +1,12 @@
 // libvirt domain XML, the pure part of the libvirt provisioner (libvirt.ts): the template domain's XML,
-// the edits that turn the template's (or a save image's) XML into a clone's, and `virsh domstats --raw`
-// parsing. No I/O here; the editing works on libvirt's own normalised `dumpxml` formatting (single
-// quotes, one element per line), which is what `dumpxml` and save images give back.
+// the edits that turn the template's (or a save image's) XML into a clone's (`virsh domstats --raw`
+// parsing is vmstats/libvirt-domstats.ts's). No I/O here; the editing works on libvirt's own normalised
+// `dumpxml` formatting (single quotes, one element per line), which is what `dumpxml` and save images
+// give back.
 
 import { chooseAccel } from '../common/accel.ts';
-import type { VmStats } from '../controller/types.ts';
-import { newMac } from './common.ts';
+import { ProvisionError } from './errors.ts';
+import { newMac } from './mac.ts';
 
 export function xmlEscape(s: string): string {
   return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/'/g, '&apos;').replace(/"/g, '&quot;');
@@ -46,7 +47,7 @@ export function ctlSocketFor(serialLog: string): string {
 }
 
 function checkSocketPath(path: string): string {
-  if (Buffer.byteLength(path) > 107) throw new Error(`control socket path longer than 107 bytes (unix sun_path): ${path}`);
+  if (Buffer.byteLength(path) > 107) throw new ProvisionError(undefined, 'domain-xml', `control socket path longer than 107 bytes (unix sun_path): ${path}`);
   return path;
 }
 
@@ -137,8 +138,9 @@ export interface DomainEdits {
 /** Edit libvirt's (normalised, `dumpxml` formatted) domain XML. Throws when an element is missing. */
 export function editDomainXml(xml: string, e: DomainEdits): string {
   let x = xml;
+  const fail = (msg: string) => new ProvisionError(nameIn(xml), 'domain-xml', msg);
   const must = (re: RegExp, what: string) => {
-    if (!re.test(x)) throw new Error(`domain XML has no ${what}`);
+    if (!re.test(x)) throw fail(`domain XML has no ${what}`);
   };
   if (e.name !== undefined) {
     must(/<name>[^<]*<\/name>/, '<name>');
@@ -146,7 +148,7 @@ export function editDomainXml(xml: string, e: DomainEdits): string {
   }
   if (e.dropUuid) x = x.replace(/^[ \t]*<uuid>[^<]*<\/uuid>[ \t]*\r?\n?/m, '');
   if (e.uuid !== undefined) {
-    if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(e.uuid)) throw new Error(`bad UUID ${JSON.stringify(e.uuid)}`);
+    if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(e.uuid)) throw fail(`bad UUID ${JSON.stringify(e.uuid)}`);
     if (/<uuid>[^<]*<\/uuid>/.test(x)) x = x.replace(/<uuid>[^<]*<\/uuid>/, `<uuid>${e.uuid}</uuid>`);
     else {
       must(/<\/name>/, '<name>');
@@ -168,7 +170,7 @@ export function editDomainXml(xml: string, e: DomainEdits): string {
   }
   if (e.serialLog !== undefined) {
     const m = /<serial type='file'>\s*<source path='([^']*)'/.exec(x);
-    if (!m) throw new Error("domain XML has no <serial type='file'>");
+    if (!m) throw fail("domain XML has no <serial type='file'>");
     const old = m[1]!;
     x = x.split(`path='${old}'`).join(`path='${xmlEscape(e.serialLog)}'`);
   }
@@ -209,6 +211,12 @@ export function editDomainXml(xml: string, e: DomainEdits): string {
   return x;
 }
 
+/** The domain's name in its XML (for errors), or undefined. */
+function nameIn(xml: string): string | undefined {
+  const m = /<name>([^<]*)<\/name>/.exec(xml);
+  return m ? xmlUnescape(m[1]!) : undefined;
+}
+
 /** The MACs of a domain XML's NICs, in order. */
 export function domainMacs(xml: string): string[] {
   return [...xml.matchAll(/<mac address='([^']*)'\/>/g)].map((m) => m[1]!);
@@ -223,39 +231,6 @@ export function domainCtlSocket(xml: string): string | undefined {
 /** The first file-backed disk's path in a domain XML. */
 export function domainDisk(xml: string): string {
   const m = /<disk type='file' device='disk'>[\s\S]*?<source file='([^']*)'/.exec(xml);
-  if (!m) throw new Error("domain XML has no <disk type='file' device='disk'> with a source file");
+  if (!m) throw new ProvisionError(nameIn(xml), 'domain-xml', "domain XML has no <disk type='file' device='disk'> with a source file");
   return xmlUnescape(m[1]!);
 }
-
-/** Parse `virsh domstats --raw` output (one domain) into VmStats. */
-export function parseDomstats(text: string, vm: string, time: string): VmStats {
-  const kv = new Map<string, string>();
-  for (const line of text.split('\n')) {
-    const m = /^\s*([\w.-]+)=(.*)$/.exec(line);
-    if (m) kv.set(m[1]!, m[2]!);
-  }
-  const num = (k: string): number | undefined => (kv.has(k) ? Number(kv.get(k)) : undefined);
-  const sum = (prefix: string, count: string, suffix: string) => {
-    let s = 0;
-    const n = num(count) ?? 0;
-    for (let i = 0; i < n; i++) s += num(`${prefix}.${i}.${suffix}`) ?? 0;
-    return s;
-  };
-  const currentKiB = num('balloon.current') ?? num('balloon.maximum') ?? 0;
-  const avail = num('balloon.available');
-  const unused = num('balloon.unused');
-  const usedKiB = avail !== undefined && unused !== undefined ? avail - unused : (num('balloon.rss') ?? currentKiB);
-  return {
-    time,
-    vm,
-    vcpus: num('vcpu.current') ?? 1,
-    cpu_time_ns: num('cpu.time') ?? 0,
-    memory_used_bytes: usedKiB * 1024,
-    memory_total_bytes: currentKiB * 1024,
-    block_rd_bytes: sum('block', 'block.count', 'rd.bytes'),
-    block_wr_bytes: sum('block', 'block.count', 'wr.bytes'),
-    net_rx_bytes: sum('net', 'net.count', 'rx.bytes'),
-    net_tx_bytes: sum('net', 'net.count', 'tx.bytes'),
-  };
-}
-

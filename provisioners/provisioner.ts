@@ -1,8 +1,10 @@
 // The provisioner interface: make a minimal VM for one container (clone from a template or take one from
-// a pool), start it, return it to the pool. Two implementations: libvirt.ts (libvirtd + virsh) and
-// qemu-direct.ts (QEMU processes, no daemon: the embedded default).
+// a pool), start it, return it to the pool. One implementation of the pool (pool.ts) over two hypervisor
+// backends (vm-backend.ts): libvirt.ts (libvirtd + virsh) and qemu-direct.ts (QEMU processes, no
+// daemon: the embedded default).
 
-import type { VmStats } from '../controller/types.ts';
+import type { VmStats } from '../vmstats/vm-stats.ts';
+import { ProvisionError } from './errors.ts';
 
 export type { VmStats };
 
@@ -116,5 +118,5 @@ export function pickFromPool(pool: readonly Vm[], spec: VmSpec): Vm | undefined 
 
 /** Names must be safe as file names and libvirt domain names. */
 export function checkName(name: string): void {
-  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/.test(name)) throw new Error(`bad VM name ${JSON.stringify(name)}`);
+  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/.test(name)) throw new ProvisionError(name, 'name', `bad VM name ${JSON.stringify(name)}`);
 }

@@ -25,8 +25,9 @@ import { ToolError } from '../../common/errors.ts';
 import type { Backend, LoadBalancer } from '../../controller/autoscaler.ts';
 import { busyboxInitramfs } from '../minimal-guest.ts';
 import { QemuDirectProvisioner } from '../../provisioners/qemu-direct.ts';
+import { ProvisionError } from '../../provisioners/errors.ts';
 import type { Vm } from '../../provisioners/provisioner.ts';
-import { sleep } from '../../provisioners/common.ts';
+import { abortableSleep as sleep } from '../../common/sleep.ts';
 import { ensureKernel, initPreamble, resolveModules } from '../guest-images.ts';
 import type { L2Segment } from './netns.ts';
 
@@ -179,7 +180,7 @@ export class IpvsVmBalancer implements LoadBalancer {
 
   /** Run ipvsadm in the LB VM; throws on a non-zero exit. */
   async ipvsadm(args: string[]): Promise<string> {
-    if (!this.vm) throw new Error('the LB VM is not started');
+    if (!this.vm) throw new ProvisionError(this.o.name ?? `ciel-lb-${process.pid}`, 'ipvsadm', 'the LB VM is not started');
     const q = (x: string) => `'${x.replace(/'/g, `'\\''`)}'`;
     const r = await this.prov.exec(this.vm, `ipvsadm ${args.map(q).join(' ')}`);
     if (r.rc !== 0) throw new ToolError('ipvsadm', `${args.join(' ')}: ${r.out.trim()} (exit ${r.rc})`);
@@ -201,7 +202,7 @@ export class IpvsVmBalancer implements LoadBalancer {
 
   private async address(b: Backend): Promise<string> {
     const a = b.address ?? this.addrs.get(b.vm) ?? (await this.o.addressOf?.(b));
-    if (!a) throw new Error(`no address for backend ${b.vm} (${b.container}): set Backend.address or IpvsVmOptions.addressOf`);
+    if (!a) throw new ProvisionError(b.vm, 'address', `no address for backend ${b.vm} (${b.container}): set Backend.address or IpvsVmOptions.addressOf`);
     return a.split('/')[0]!;
   }
 
