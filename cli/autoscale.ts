@@ -12,9 +12,9 @@ import { loadAutoscaleConfig, type AutoscaleConfig, type AutoscaleVm } from '../
 import { PolicyEngine } from '../controller/policy.ts';
 import { DiskNames, DryRunProvisioner, HookBalancer, makeProvisioner, NO_BALANCER, ReplicaAddresses, replicaSpec, vmLevelSource } from '../controller/standalone.ts';
 import type { ControllerEvent } from '../controller/types.ts';
-import { MonitorSampler, TrackingProvisioner } from '../controller/wiring.ts';
+import { autoscaleTarget, MonitorSampler, TrackingProvisioner } from '../controller/wiring.ts';
 import { BadInputError, CielError } from '../common/errors.ts';
-import { parseInterval } from '../vmi/qemu-attach.ts';
+import { parseInterval } from '../common/interval.ts';
 import type { Provisioner, Vm, VmSpec } from '../provisioners/provisioner.ts';
 import { EventLines } from '../controller/event-lines.ts';
 
@@ -217,7 +217,7 @@ export async function runAutoscale(o: AutoscaleCliOptions): Promise<number> {
       if (!comm.startsWith('qemu')) say(`${v.name}: warning: pid ${v.stats.pid} is "${comm}", not a QEMU process: VM-level stats are of that process`);
     }
     try {
-      await sampler.attach(v.name, { qmpSocket: v.qmp, memFile: v.memory, release: v.kernel, names });
+      await sampler.attach(autoscaleTarget(v), { names });
     } catch (e) {
       return fail('cannot attach the monitor', e);
     }

@@ -47,3 +47,16 @@ export class ToolError extends CielError {
     super(`${tool}: ${detail}`);
   }
 }
+
+/** Something went wrong with one VM (attach, sample, re-attach): carries the VM's name and the cause. */
+export class VmError extends CielError {
+  constructor(
+    readonly vm: string,
+    /** the message without the VM's name (for output that already prefixes it) */
+    readonly detail: string,
+    options?: { cause?: unknown },
+  ) {
+    super(`${vm}: ${detail}`);
+    if (options && 'cause' in options) this.cause = options.cause;
+  }
+}

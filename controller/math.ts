@@ -1,4 +1,4 @@
-// Small pure helpers: counter rates over real elapsed time, least-squares slope, HPA sizing.
+// Small pure helpers: sample times, least-squares slope, HPA sizing. (Counter rates: vmi/rates.ts.)
 
 /** Slack for float comparisons of ratios built from counter deltas (1e-9 of a ratio is far below noise). */
 export const EPS = 1e-9;
@@ -8,17 +8,6 @@ export function parseTime(iso: string): number {
   const t = Date.parse(iso);
   if (!Number.isFinite(t)) throw new Error(`bad sample time: ${JSON.stringify(iso)}`);
   return t;
-}
-
-/**
- * Rate of a cumulative counter per second over the real elapsed time between two readings.
- * Returns null when no rate can be given: non-positive elapsed time, or a counter that went backwards
- * (container restarted / VM rebooted: the caller re-baselines).
- */
-export function counterRate(prev: number, cur: number, elapsedMs: number): number | null {
-  if (!(elapsedMs > 0)) return null;
-  if (cur < prev) return null;
-  return ((cur - prev) * 1000) / elapsedMs;
 }
 
 /**

@@ -49,7 +49,8 @@
 //     by its trend) is the one whose scale-out relieves the VM most.
 
 import type { ContainerSample, Sample } from '../vmi/sample.ts';
-import { clamp, counterRate, EPS, hpaDesired, iso, lsqSlope, parseTime } from './math.ts';
+import { clamp, EPS, hpaDesired, iso, lsqSlope, parseTime } from './math.ts';
+import { counterRate } from '../vmi/rates.ts';
 import type {
   Capacities,
   Clock,
@@ -63,6 +64,9 @@ import type {
   TrendCandidate,
   VmStats,
 } from './types.ts';
+
+/** sample times here are in ms (parseTime) */
+const MS_PER_S = 1000;
 
 type Util = Partial<Record<Resource, number>>;
 
@@ -174,15 +178,15 @@ export class PolicyEngine {
       if (!prev || elapsed === null) continue;
       const l = prev.last;
       if (r === 'cpu') {
-        const rate = counterRate(l.cpu_time_ns, stats.cpu_time_ns, elapsed);
+        const rate = counterRate(l.cpu_time_ns, stats.cpu_time_ns, elapsed, MS_PER_S);
         if (rate !== null && stats.vcpus > 0) util.cpu = rate / 1e9 / stats.vcpus;
       } else if (r === 'disk') {
-        const a = counterRate(l.block_rd_bytes, stats.block_rd_bytes, elapsed);
-        const b = counterRate(l.block_wr_bytes, stats.block_wr_bytes, elapsed);
+        const a = counterRate(l.block_rd_bytes, stats.block_rd_bytes, elapsed, MS_PER_S);
+        const b = counterRate(l.block_wr_bytes, stats.block_wr_bytes, elapsed, MS_PER_S);
         if (a !== null && b !== null) util.disk = (a + b) / caps.diskBytesPerSec;
       } else {
-        const a = counterRate(l.net_rx_bytes, stats.net_rx_bytes, elapsed);
-        const b = counterRate(l.net_tx_bytes, stats.net_tx_bytes, elapsed);
+        const a = counterRate(l.net_rx_bytes, stats.net_rx_bytes, elapsed, MS_PER_S);
+        const b = counterRate(l.net_tx_bytes, stats.net_tx_bytes, elapsed, MS_PER_S);
         if (a !== null && b !== null) util.network = (a + b) / caps.netBytesPerSec;
       }
     }
@@ -368,15 +372,15 @@ export class PolicyEngine {
       const pc = prev.c;
       let v: number | null = null;
       if (r === 'cpu') {
-        const rate = counterRate(pc.cpu_usage_ns, c.cpu_usage_ns, elapsed);
+        const rate = counterRate(pc.cpu_usage_ns, c.cpu_usage_ns, elapsed, MS_PER_S);
         if (rate !== null && vmStats.vcpus > 0) v = rate / 1e9 / vmStats.vcpus;
       } else if (r === 'disk') {
-        const a = counterRate(pc.io_read_bytes, c.io_read_bytes, elapsed);
-        const b = counterRate(pc.io_write_bytes, c.io_write_bytes, elapsed);
+        const a = counterRate(pc.io_read_bytes, c.io_read_bytes, elapsed, MS_PER_S);
+        const b = counterRate(pc.io_write_bytes, c.io_write_bytes, elapsed, MS_PER_S);
         if (a !== null && b !== null) v = (a + b) / caps.diskBytesPerSec;
       } else {
-        const a = counterRate(pc.net_rx_bytes, c.net_rx_bytes, elapsed);
-        const b = counterRate(pc.net_tx_bytes, c.net_tx_bytes, elapsed);
+        const a = counterRate(pc.net_rx_bytes, c.net_rx_bytes, elapsed, MS_PER_S);
+        const b = counterRate(pc.net_tx_bytes, c.net_tx_bytes, elapsed, MS_PER_S);
         if (a !== null && b !== null) v = (a + b) / caps.netBytesPerSec;
       }
       if (v === null) {
