@@ -5,7 +5,8 @@
 import { mkdirSync, readFileSync, rmdirSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { buildMonitor } from '../compiler/build.ts';
-import { openQemuMonitor } from '../vmi/qemu-attach.ts';
+import type { QemuLiveBackend } from '../vmi/backends/qemu-live.ts';
+import { VmSession } from '../vmi/session.ts';
 import { bootGuest } from '../testbed/guest/boot.ts';
 
 const RELEASE = '6.1.0-56-amd64';
@@ -49,7 +50,9 @@ export async function benchMonitor(log: (s: string) => void = console.log): Prom
   const hostBase = `ciel-bench-${process.pid}`;
   const hostDirs: string[] = [];
   const rows: MonitorBenchRow[] = [];
-  const { backend, monitor } = await openQemuMonitor({ qmpSocket: guest.qmpSocket, memFile: guest.memFile, release: RELEASE });
+  const session = await VmSession.open({ name: 'bench', backend: 'qemu', qmp: guest.qmpSocket, memory: guest.memFile, kernel: RELEASE });
+  const backend = session.backend as QemuLiveBackend;
+  const monitor = session.monitor;
   try {
     let created = 0;
     for (const n of COUNTS) {
@@ -114,8 +117,7 @@ export async function benchMonitor(log: (s: string) => void = console.log): Prom
       rows.push(row);
     }
   } finally {
-    monitor.close();
-    await backend.close();
+    await session.close();
     await guest.stop();
     for (const d of hostDirs) for (const c of ['cpuacct', 'memory', 'blkio', 'pids']) rmdirSync(join('/sys/fs/cgroup', c, hostBase, d));
     for (const c of ['cpuacct', 'memory', 'blkio', 'pids']) if (existsSync(join('/sys/fs/cgroup', c, hostBase))) rmdirSync(join('/sys/fs/cgroup', c, hostBase));

@@ -56,7 +56,7 @@ export async function benchScaling(
     const sampler = new MonitorSampler();
     try {
       await startServices(g);
-      await sampler.attach(name, { qmpSocket: g.qmpSocket, memFile: g.memFile, release: RELEASE, names: serviceNames() });
+      await sampler.attach({ name, backend: 'qemu', qmp: g.qmpSocket, memory: g.memFile, kernel: RELEASE }, { names: serviceNames() });
       const vmSource = new ProcVmStats().add({ name, pid: g.pid, vcpus: ORIGIN_VCPUS, memMiB: ORIGIN_MEM_MIB });
       for (const [intervalMs, baseline] of o.latencyRows ?? LATENCY_ROWS) {
         latency.push(await latencyTrials(g, sampler, vmSource, name, ORIGIN_VCPUS, intervalMs, baseline, trials, progress));

@@ -109,7 +109,7 @@ export async function runAutoscale(o: AutoscaleCliOptions): Promise<number> {
   if (count !== undefined && !(Number.isInteger(count) && count > 0)) throw new UsageError('--count', `--count must be a positive integer, not '${o.count}'`);
   const [{ loadAutoscaleConfig }, { parseInterval }, { AutoscaleService, StartError }, { EventLines }, { jsonLines }] = await Promise.all([
     import('../controller/config.ts'),
-    import('../vmi/qemu-attach.ts'),
+    import('../common/interval.ts'),
     import('../controller/service.ts'),
     import('../controller/event-lines.ts'),
     import('../controller/autoscaler.ts'),

@@ -1,15 +1,15 @@
 // `ciel monitor`: the daemon an operator runs on a host. It samples the containers of one or several
 // VMs from outside (no agent in the guest) and shows them as a live table, JSON lines, and/or a
 // Prometheus endpoint with cAdvisor's metric names. The loops live in monitor/loop.ts.
+//
+// Registering the command (for `ciel --help`) loads only commander and a few small modules: the loop,
+// the exporter and the native runtime are imported inside the action, when the command runs.
 import type { Command } from 'commander';
-import type { Counter } from 'prom-client';
-import { loadConfig } from '../monitor/config.ts';
-import { runDaemon, type DaemonSample, type DaemonVm, type ErrorKind } from '../monitor/loop.ts';
-import { CielError } from '../common/errors.ts';
-import { DEFAULT_HOST, DEFAULT_PORT, PrometheusExporter } from '../monitor/prometheus.ts';
-import { parseInterval } from '../vmi/qemu-attach.ts';
-import { LiveTable } from '../monitor/live-table.ts';
-import { RateTracker } from '../vmi/rates.ts';
+import { CielError, VmError } from '../common/errors.ts';
+import { parseInterval } from '../common/interval.ts';
+import { DEFAULT_HOST, DEFAULT_PORT, parseListen } from '../monitor/listen-address.ts';
+import type { ErrorKind, MonitoredVm, NamedSample } from '../monitor/loop.ts';
+import { vmTarget } from '../vmi/target.ts';
 
 interface MonitorCliOptions {
   qemu?: string;
@@ -28,13 +28,10 @@ interface MonitorCliOptions {
   vm?: string;
 }
 
-/** "[HOST:]PORT" -> host/port; loopback unless a host is given. IPv6 as [::1]:9464. */
-export function parseListen(v: string): { host: string; port: number } {
-  const m = /^(?:\[([^\]]+)\]:|([^:[\]]+):)?(\d{1,5})$/.exec(v.trim());
-  const port = m ? Number(m[3]) : NaN;
-  if (!m || port > 65535) throw new CielError(`--prometheus wants [HOST:]PORT, e.g. 9464 or 127.0.0.1:9464 (got ${JSON.stringify(v)})`);
-  return { host: m[1] ?? m[2] ?? DEFAULT_HOST, port };
-}
+export { parseListen };
+
+/** An error's text without the VM name when the output already names the VM. */
+const detailOf = (vm: string, e: Error) => (e instanceof VmError && e.vm === vm ? e.detail : e.message);
 
 const HELP_AFTER = `
 Targets (exactly one):
@@ -91,12 +88,17 @@ export function registerMonitor(program: Command): void {
       if (count !== undefined && !(Number.isInteger(count) && count > 0)) throw new CielError(`--count must be a positive integer, not '${o.count}'`);
       const intervalGiven = cmd.getOptionValueSource('interval') === 'cli';
       const intervalMs = parseInterval(o.interval);
-      const vms = targets(o, intervalMs, intervalGiven);
+      const vms = await targets(o, intervalMs, intervalGiven);
       const single = !o.config;
       const oneShot = vms.every((v) => v.backend === 'vmcore');
       if (oneShot && o.prometheus) throw new CielError('--prometheus needs a live VM (--vmcore prints one sample and exits)');
       if (o.quiet && o.json) throw new CielError('--quiet and --json contradict each other');
 
+      const [{ runVms }, { LiveTable }, { RateTracker }] = await Promise.all([
+        import('../monitor/loop.ts'),
+        import('../monitor/live-table.ts'),
+        import('../vmi/rates.ts'),
+      ]);
       const ac = new AbortController();
       const stop = () => ac.abort();
       process.once('SIGINT', stop);
@@ -110,12 +112,11 @@ export function registerMonitor(program: Command): void {
       };
       process.stdout.on('error', onStdoutError);
 
-      let exporter: PrometheusExporter | undefined;
+      let exporter: import('../monitor/prometheus.ts').PrometheusExporter | undefined;
       if (o.prometheus) {
+        const { PrometheusExporter } = await import('../monitor/prometheus.ts');
         exporter = new PrometheusExporter(parseListen(o.prometheus));
-        // every VM's error counter exists from the start (at 0), so rate()/increase() see its first error
-        const errorsMetric = exporter.registry.getSingleMetric('ciel_sample_errors_total') as Counter<'vm'> | undefined;
-        for (const v of vms) errorsMetric?.inc({ vm: v.name }, 0);
+        exporter.expectVms(vms.map((v) => v.name));
         const a = await exporter.listen();
         process.stderr.write(`ciel monitor: metrics at ${a.url}\n`);
       }
@@ -125,28 +126,22 @@ export function registerMonitor(program: Command): void {
 
       let results;
       try {
-        results = await runDaemon(
+        results = await runVms(
           vms,
           {
-            onSample: (s: DaemonSample, info) => {
-              // a truncated walk (cyclic list, limits) is incomplete data: count and report it
-              const truncated = (s as { truncated?: string[] }).truncated;
-              if (truncated?.length) {
-                exporter?.recordError(s.vm);
-                say(s.vm, `sample truncated (${truncated.join(', ')}): guest lists too long or cyclic`);
-              }
-              if (exporter) {
-                exporter.observe(s, info);
-                if (typeof s.tlb_hit_ratio === 'number') exporter.setTlbHitRatio(s.vm, s.tlb_hit_ratio);
-              }
+            onSample: (s: NamedSample, info) => {
+              // a truncated walk (cyclic list, limits) is incomplete data: the exporter counts it as an error
+              if (s.truncated?.length) say(s.vm, `sample truncated (${s.truncated.join(', ')}): guest lists too long or cyclic`);
+              exporter?.onSample(s, info);
               if (stdoutGone) return;
               if (o.json) process.stdout.write(JSON.stringify(s) + '\n');
               else if (oneShot) process.stdout.write(formatLines(s));
               else if (table) table.update(tracker.update(s));
             },
             onError: (vm: string, e: Error, kind: ErrorKind) => {
-              if (kind !== 'names') exporter?.recordError(vm);
-              say(vm, kind === 'names' ? `container names unavailable: ${e.message}` : kind === 'open' ? e.message : `sample failed: ${e.message}`);
+              if (kind !== 'names') exporter?.onError(vm, e);
+              const text = detailOf(vm, e);
+              say(vm, kind === 'names' ? `container names unavailable: ${text}` : kind === 'open' ? text : `sample failed: ${text}`);
             },
             onNote: (vm, m) => {
               if (!single || process.stderr.isTTY) say(vm, m);
@@ -160,61 +155,60 @@ export function registerMonitor(program: Command): void {
         await exporter?.close();
       }
       const fatal = results.filter((r) => r.fatal);
-      if (single && fatal.length) throw fatal[0].fatal instanceof CielError ? fatal[0].fatal : new CielError(fatal[0].fatal!.message);
-      for (const r of fatal) say(r.vm, `gave up: ${r.fatal!.message}`);
+      if (single && fatal.length) {
+        const f = fatal[0].fatal!;
+        throw f instanceof VmError ? new CielError(f.detail) : f instanceof CielError ? f : new CielError(f.message);
+      }
+      for (const r of fatal) say(r.vm, `gave up: ${detailOf(r.vm, r.fatal!)}`);
       if (fatal.length === results.length) process.exitCode = 1;
       else if (results.some((r) => r.errors > 0) && count !== undefined) process.exitCode = 3;
     });
 }
 
 /** The VMs the options name. */
-function targets(o: MonitorCliOptions, intervalMs: number, intervalGiven: boolean): DaemonVm[] {
+async function targets(o: MonitorCliOptions, intervalMs: number, intervalGiven: boolean): Promise<MonitoredVm[]> {
   const given = [o.config && '--config', o.vmcore && '--vmcore', o.xen && '--xen', (o.qemu || o.memory) && (o.qemu ? '--qemu' : '--memory')].filter(Boolean);
   if (given.length === 0) throw new CielError('monitor needs a target: --qemu SOCKET --memory FILE, --memory FILE, --vmcore FILE, --xen DOMID or --config FILE (see --help)');
   if (given.length > 1) throw new CielError(`give one target, not ${given.join(' and ')}`);
   if (o.config) {
     for (const [flag, v] of [['--kernel', o.kernel], ['--disk', o.disk], ['--vm', o.vm]] as const)
       if (v !== undefined) throw new CielError(`${flag} does not go with --config (set it per VM in the file)`);
+    const { loadConfig } = await import('../monitor/config.ts');
     return loadConfig(o.config).vms.map((v) => ({
-      name: v.name,
-      backend: v.backend,
-      kernel: v.kernel,
-      qmp: v.qmp,
-      memory: v.memory,
-      vmcore: v.vmcore,
-      domid: v.domid,
+      ...vmTarget(v),
       disk: v.disk,
       intervalMs: intervalGiven ? intervalMs : v.interval * 1000,
-      // only live backends can pause; a dump or a raw file is sampled as it is
-      consistent: o.consistent && (v.backend === 'qemu' || v.backend === 'xen'),
+      // only live backends can pause; a dump or a raw file is sampled as it is (VmSession knows which)
+      consistent: o.consistent,
     }));
   }
   const name = o.vm ?? 'vm';
-  const base = { name, kernel: o.kernel, disk: o.disk, intervalMs, consistent: o.consistent };
+  const base = { name, kernel: o.kernel };
+  const vm = (t: Parameters<typeof vmTarget>[0]): MonitoredVm => ({ ...vmTarget(t), disk: o.disk, intervalMs, consistent: o.consistent });
   const needKernel = () => {
     if (!o.kernel) throw new CielError('give the guest kernel release: --kernel RELEASE (e.g. 6.1.0-56-amd64)');
   };
   if (o.vmcore) {
     if (o.consistent) throw new CielError('--consistent makes no sense for a dump (it is already still)');
-    return [{ ...base, backend: 'vmcore', vmcore: o.vmcore }];
+    return [vm({ ...base, backend: 'vmcore', vmcore: o.vmcore })];
   }
   if (o.xen) {
     const domid = Number(o.xen);
     if (!/^\d+$/.test(o.xen) || domid < 1 || domid > 0x7fef) throw new CielError(`--xen wants a guest domain id 1..32751, not '${o.xen}'`);
     needKernel();
-    return [{ ...base, backend: 'xen', domid }];
+    return [vm({ ...base, backend: 'xen', domid })];
   }
   needKernel();
   if (o.qemu) {
     if (!o.memory) throw new CielError('--qemu needs --memory FILE too (the guest RAM file)');
-    return [{ ...base, backend: 'qemu', qmp: o.qemu, memory: o.memory }];
+    return [vm({ ...base, backend: 'qemu', qmp: o.qemu, memory: o.memory })];
   }
   if (o.consistent) throw new CielError('--consistent needs --qemu (a memory file alone cannot pause the guest)');
-  return [{ ...base, backend: 'raw', memory: o.memory }];
+  return [vm({ ...base, backend: 'raw', memory: o.memory })];
 }
 
 /** Cumulative counters of one sample as plain lines (the one-shot --vmcore output). */
-export function formatLines(s: DaemonSample): string {
+export function formatLines(s: NamedSample): string {
   const head = `${s.vm} ${s.time} kernel ${s.kernel}: ${s.containers.length} container(s), sampled in ${s.sample_us} us${s.pause_us !== undefined ? ` (paused ${s.pause_us} us)` : ''}\n`;
   return (
     head +

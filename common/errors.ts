@@ -80,15 +80,16 @@ export class UsageError extends CielError {
   }
 }
 
-/** Something about one VM failed (attach, VM-level stats, sampling): the message starts with the VM. */
+/** Something went wrong with one VM (attach, sample, re-attach, VM-level stats): carries the VM's name and the cause. */
 export class VmError extends CielError {
   constructor(
     readonly vm: string,
-    detail: string,
+    /** the message without the VM's name (for output that already prefixes it) */
+    readonly detail: string,
     options?: { cause?: unknown },
   ) {
     super(`${vm}: ${detail}`);
-    if (options?.cause !== undefined) this.cause = options.cause;
+    if (options && 'cause' in options) this.cause = options.cause;
   }
 }
 

@@ -1,5 +1,5 @@
 export * from './types.ts';
-export { counterRate, hpaDesired, lsqSlope, parseTime } from './math.ts';
+export { hpaDesired, lsqSlope, parseTime } from './math.ts';
 export { PolicyEngine, containerKey, type ContainerStepResult, type VmCheckResult } from './policy.ts';
 export {
   Autoscaler,

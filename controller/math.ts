@@ -1,4 +1,4 @@
-// Small pure helpers: counter rates over real elapsed time, least-squares slope, HPA sizing.
+// Small pure helpers: sample times, least-squares slope, HPA sizing. (Counter rates: vmi/rates.ts.)
 
 import { InvalidValueError } from '../common/errors.ts';
 
@@ -10,17 +10,6 @@ export function parseTime(iso: string): number {
   const t = Date.parse(iso);
   if (!Number.isFinite(t)) throw new InvalidValueError('sample time', `bad sample time: ${JSON.stringify(iso)}`);
   return t;
-}
-
-/**
- * Rate of a cumulative counter per second over the real elapsed time between two readings.
- * Returns null when no rate can be given: non-positive elapsed time, or a counter that went backwards
- * (container restarted / VM rebooted: the caller re-baselines).
- */
-export function counterRate(prev: number, cur: number, elapsedMs: number): number | null {
-  if (!(elapsedMs > 0)) return null;
-  if (cur < prev) return null;
-  return ((cur - prev) * 1000) / elapsedMs;
 }
 
 /**

@@ -10,7 +10,7 @@
 import { accessSync, constants, existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { GENERATED } from '../common/build-artifact.ts';
-import { BadFieldError, CielError } from '../common/errors.ts';
+import { BadFieldError, CielError, VmError } from '../common/errors.ts';
 import { abortableSleep } from '../common/sleep.ts';
 import type { Provisioner, Vm, VmSpec } from '../provisioners/provisioner.ts';
 import { Autoscaler, type AutoscalerOptions, type LoadBalancer, type ReplicaProvisioner, type VmStatsSource } from './autoscaler.ts';
@@ -23,7 +23,7 @@ import { ReplicaAddresses } from './replica-addresses.ts';
 import { makeProvisioner, replicaSpec } from './replica-provisioner.ts';
 import type { ControllerEvent } from './types.ts';
 import { vmLevelSource } from './vm-level-source.ts';
-import { MonitorSampler, TrackingProvisioner } from './wiring.ts';
+import { autoscaleTarget, MonitorSampler, TrackingProvisioner } from './wiring.ts';
 
 /** The service could not start: a VM (attach, VM-level stats) or the provisioner. */
 export class StartError extends CielError {
@@ -151,7 +151,7 @@ export class AutoscaleService {
         await vmSource.vmStats(v.name);
       } catch (e) {
         const what = v.stats.kind === 'proc' ? `no VM-level stats from /proc/${v.stats.pid} (is QEMU running with that pid?)` : 'no VM-level stats from libvirt';
-        throw new StartError(v.name, `${what}: ${(e as Error).message}`);
+        throw new StartError(v.name, `${what}: ${e instanceof VmError ? e.detail : (e as Error).message}`);
       }
       if (v.stats.kind === 'proc') {
         let comm = 'qemu';
@@ -163,9 +163,9 @@ export class AutoscaleService {
         if (!comm.startsWith('qemu')) say(`${v.name}: warning: pid ${v.stats.pid} is "${comm}", not a QEMU process: VM-level stats are of that process`);
       }
       try {
-        await this.sampler.attach(v.name, { qmpSocket: v.qmp, memFile: v.memory, release: v.kernel, names });
+        await this.sampler.attach(autoscaleTarget(v), { names });
       } catch (e) {
-        throw new StartError(v.name, `cannot attach the monitor: ${(e as Error).message}`);
+        throw new StartError(v.name, `cannot attach the monitor: ${e instanceof VmError ? e.detail : (e as Error).message}`);
       }
       say(`${v.name}: attached (kernel ${v.kernel}; VM level: ${levelOf(v)})`);
     }

@@ -6,10 +6,13 @@
 //   network  (Δrx + Δtx) / Δt / capacities.netBytesPerSec
 
 import type { ContainerSample } from '../vmi/sample.ts';
-import { counterRate } from './math.ts';
+import { counterRate } from '../vmi/rates.ts';
 import type { Capacities, Resource, VmStats } from './types.ts';
 
 /** The counters a utilisation is computed from (cumulative except memory), for a VM or a container. */
+/** elapsed times here are in ms (sample times through parseTime) */
+const MS_PER_S = 1000;
+
 export interface Usage {
   cpuNs: number;
   memoryBytes: number;
@@ -60,7 +63,7 @@ export function vmCapacity(s: VmStats, caps: Capacities): Capacity {
 export function utilisation(r: Resource, cur: Usage, prev: Usage | undefined, elapsedMs: number | null, cap: Capacity): number | null | undefined {
   if (r === 'memory') return cap.memoryBytes > 0 ? cur.memoryBytes / cap.memoryBytes : undefined;
   if (!prev || elapsedMs === null) return undefined;
-  const rate = (a: number, b: number) => counterRate(a, b, elapsedMs);
+  const rate = (a: number, b: number) => counterRate(a, b, elapsedMs, MS_PER_S);
   if (r === 'cpu') {
     const ns = rate(prev.cpuNs, cur.cpuNs);
     return ns !== null && cap.vcpus > 0 ? ns / 1e9 / cap.vcpus : null;

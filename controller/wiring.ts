@@ -2,19 +2,19 @@
 //  * ProcVmStats: VM-level stats (the cheap level of two-level monitoring) for QEMU processes started
 //    directly (not by a provisioner): CPU time, RSS and host-side I/O bytes from /proc/<qemu pid>.
 //    Provisioner-managed VMs are answered by the provisioner's own vmStats (fallback).
-//  * MonitorSampler: the container level, through the compiled VMI monitor (GuestMonitor on the VM's
-//    shared RAM file + QMP for CR3), with Docker ids mapped to friendly names.
+//  * MonitorSampler: the container level, through one VmSession per VM (vmi/session.ts: any backend),
+//    with Docker ids mapped to friendly names.
 //  * TrackingProvisioner: remembers the VMs it handed out, so a balancer can find a replica's address.
 //  * timeline(): detect/decide/clone/boot/ready times of one scale-out, from the controller's events.
 
-import { GuestFaultError } from '../common/errors.ts';
-import type { GuestMonitor } from '../vmi/guest-monitor.ts';
-import { openQemuMonitor } from '../vmi/qemu-attach.ts';
+import { VmError } from '../common/errors.ts';
+import { VmSession, type SampleObserver, type SessionSample } from '../vmi/session.ts';
+import { vmTarget, type VmTarget } from '../vmi/target.ts';
 import { QemuProcStats } from '../vmstats/qemu-proc-stats.ts';
-import type { QemuLiveBackend } from '../vmi/backends/qemu-live.ts';
 import type { Acquired, Provisioner, ReleaseMode, Vm, VmSpec } from '../provisioners/provisioner.ts';
 import type { Sample } from '../vmi/sample.ts';
 import type { ContainerSampler, ReplicaProvisioner, VmStatsSource } from './autoscaler.ts';
+import type { AutoscaleVm } from './config.ts';
 import type { ControllerEvent, VmStats } from './types.ts';
 
 // ---------------------------------------------------------------------------------------------
@@ -75,70 +75,61 @@ export class ProcVmStats implements VmStatsSource {
 // ---------------------------------------------------------------------------------------------
 // Container level (VMI)
 
-export interface MonitorTarget {
-  qmpSocket: string;
-  memFile: string;
-  /** guest kernel release of the generated monitor build (generated/<release>/) */
-  release: string;
-  /** Docker id → friendly name (else the sample's own name field, else the id) */
+export interface SamplerOptions {
+  /** Docker id → friendly name (else the sample's own name field, else the id); may be filled in later */
   names?: ReadonlyMap<string, string> | Record<string, string>;
   /**
-   * Pause the vCPUs around each sample (QMP stop/cont, ~1-4 ms): a consistent snapshot. Without it a
-   * read can interleave with the guest flushing its per-CPU cgroup counters (the monitor adds the
-   * not-yet-flushed per-CPU deltas to the flushed total; a flush between the two reads counts a delta
-   * twice), which shows up as an impossible CPU rate for one sample. Default true.
+   * Pause the vCPUs around each decision sample where the backend can (QMP stop/cont, ~1-4 ms): see
+   * VmSession.sample. Baseline samples are never paused. Default true.
    */
   consistent?: boolean;
 }
 
-interface Attached {
-  backend: QemuLiveBackend;
-  monitor: GuestMonitor;
+interface Watched {
+  session: VmSession;
   names: ReadonlyMap<string, string>;
   consistent: boolean;
-  /** samples of one VM are serialised (a pause/resume pair must not interleave with another) */
-  lock: Promise<unknown>;
 }
 
 /**
- * ContainerSampler over the compiled monitor: sample(vm) reads every container's cgroup counters from the
- * VM's RAM, from outside. A guest fault (memory changing under the reader) re-reads CR3/slide and
- * retries once. `onSample` sees every sample (live view, plot).
+ * The controller's ContainerSampler: a thin adapter over one VmSession per VM (vmi/session.ts), so any
+ * backend the session reads (qemu, raw, vmcore, xen) can feed the Autoscaler. sample(vm) reads every
+ * container's cgroup counters from the VM's RAM, from outside. After a failed read the session
+ * recovers (a guest fault re-reads CR3/slide, a reset guest is re-attached) and the read is retried
+ * once; a VM that is gone is attached again on its next read. Samples and failures go to `onSample`
+ * and to every observer (observe(): e.g. the Prometheus exporter).
  */
 export class MonitorSampler implements ContainerSampler {
-  private readonly vms = new Map<string, Attached>();
+  private readonly vms = new Map<string, Watched>();
+  private readonly observers = new Set<SampleObserver>();
   /** every sample taken (after names were filled in) */
-  onSample?: (s: Sample) => void;
+  onSample?: (s: SessionSample) => void;
   /** samples taken, total time reading guest memory, total time the guest was paused (cost reports) */
   readonly stats = { samples: 0, totalUs: 0, pausedUs: 0 };
 
-  async attach(vm: string, t: MonitorTarget): Promise<void> {
-    if (this.vms.has(vm)) throw new Error(`VM ${vm} is already attached`);
-    const { backend, monitor } = await openQemuMonitor({ qmpSocket: t.qmpSocket, memFile: t.memFile, release: t.release, vm });
-    const names = t.names instanceof Map ? t.names : new Map(Object.entries(t.names ?? {}));
-    this.vms.set(vm, { backend, monitor, names, consistent: t.consistent ?? true, lock: Promise.resolve() });
+  /** Attach a VM under its target's name (VmError "NAME: cannot attach: ..." on failure). */
+  async attach(target: VmTarget, o: SamplerOptions = {}): Promise<void> {
+    if (this.vms.has(target.name)) throw new VmError(target.name, 'is already attached');
+    const session = new VmSession(target);
+    try {
+      await session.attach();
+    } catch (e) {
+      this.tell((ob) => ob.onError(target.name, e as Error));
+      throw e;
+    }
+    const names = o.names instanceof Map ? o.names : new Map(Object.entries(o.names ?? {}));
+    this.vms.set(target.name, { session, names, consistent: o.consistent ?? true });
   }
 
-  /** The attached VM's live backend (QMP pause/resume, registers). */
-  backend(vm: string): QemuLiveBackend | undefined {
-    return this.vms.get(vm)?.backend;
+  /** Hand every sample and failure to `o` too (SampleObserver: the Prometheus exporter is one); returns the undo. */
+  observe(o: SampleObserver): () => void {
+    this.observers.add(o);
+    return () => this.observers.delete(o);
   }
 
-  /** One sample without pausing (synchronous; the read can be torn, see MonitorTarget.consistent). */
-  sampleNow(vm: string): Sample {
-    const a = this.vms.get(vm);
-    if (!a) throw new Error(`VM ${vm} is not attached to the monitor`);
-    return this.finish(vm, a, a.monitor.sample());
-  }
-
-  private finish(vm: string, a: Attached, s: Sample): Sample {
-    s.vm = vm;
-    for (const c of s.containers) c.name ??= a.names.get(c.id) ?? undefined;
-    this.stats.samples++;
-    this.stats.totalUs += s.sample_us;
-    this.stats.pausedUs += s.pause_us ?? 0;
-    this.onSample?.(s);
-    return s;
+  /** The attached VM's session (its backend: QMP pause/resume, registers). */
+  session(vm: string): VmSession | undefined {
+    return this.vms.get(vm)?.session;
   }
 
   /**
@@ -149,54 +140,67 @@ export class MonitorSampler implements ContainerSampler {
     return this.read(vm, false);
   }
 
-  /** One sample (paused around it when consistent); a guest fault refreshes CR3/slide and retries once. */
+  /** One sample to decide on (paused around it when consistent). */
   sample(vm: string): Promise<Sample> {
     return this.read(vm, true);
   }
 
-  /** Reads of one VM are serialised: a pause/resume pair must not interleave with another read. */
-  private read(vm: string, pausable: boolean): Promise<Sample> {
-    const a = this.vms.get(vm);
-    if (!a) return Promise.reject(new Error(`VM ${vm} is not attached to the monitor`));
-    const once = async (): Promise<Sample> => {
-      if (!pausable || !a.consistent) return a.monitor.sample();
-      const t0 = performance.now();
-      await a.backend.pause();
-      let s: Sample;
+  private async read(vm: string, decision: boolean): Promise<SessionSample> {
+    const w = this.vms.get(vm);
+    if (!w) throw new VmError(vm, 'is not attached to the monitor');
+    const consistent = decision && w.consistent;
+    try {
+      // a VM that was gone is attached again here (no-op while attached)
+      if (!w.session.attached) await w.session.attach();
+      let s: SessionSample;
       try {
-        s = a.monitor.sample();
-      } finally {
-        await a.backend.resume();
-      }
-      s.pause_us = Math.round((performance.now() - t0) * 1000);
-      return s;
-    };
-    const run = async (): Promise<Sample> => {
-      try {
-        return this.finish(vm, a, await once());
+        s = await w.session.sample({ consistent });
       } catch (e) {
-        if (!(e instanceof GuestFaultError)) throw e;
-        // page tables moved under us, or the guest rebooted in place: one retry with fresh CR3/slide
-        await a.monitor.refresh();
-        return this.finish(vm, a, await once());
+        const r = await w.session.recover(e);
+        if (r !== 'refreshed' && r !== 'reset') throw e;
+        // page tables moved under us, or the guest rebooted: one retry with fresh CR3/slide
+        if (r === 'reset') await w.session.attach();
+        s = await w.session.sample({ consistent });
       }
-    };
-    const p = a.lock.then(run, run);
-    a.lock = p.catch(() => {});
-    return p;
+      return this.finish(w, s);
+    } catch (e) {
+      this.tell((ob) => ob.onError(vm, e as Error));
+      throw e;
+    }
+  }
+
+  private finish(w: Watched, s: SessionSample): SessionSample {
+    for (const c of s.containers) c.name ??= w.names.get(c.id) ?? undefined;
+    this.stats.samples++;
+    this.stats.totalUs += s.sample_us;
+    this.stats.pausedUs += s.pause_us ?? 0;
+    this.onSample?.(s);
+    this.tell((ob) => ob.onSample(s));
+    return s;
+  }
+
+  private tell(f: (o: SampleObserver) => void): void {
+    for (const o of this.observers) f(o);
   }
 
   async detach(vm: string): Promise<void> {
-    const a = this.vms.get(vm);
-    if (!a) return;
+    const w = this.vms.get(vm);
+    if (!w) return;
     this.vms.delete(vm);
-    a.monitor.close();
-    await a.backend.close();
+    await w.session.close();
   }
 
   async close(): Promise<void> {
     for (const vm of [...this.vms.keys()]) await this.detach(vm);
   }
+}
+
+/**
+ * The target of an origin VM of `ciel autoscale`'s config: its container level is read through QEMU
+ * (QMP socket + shared RAM file).
+ */
+export function autoscaleTarget(v: Pick<AutoscaleVm, 'name' | 'kernel' | 'qmp' | 'memory'>): VmTarget {
+  return vmTarget({ name: v.name, backend: 'qemu', kernel: v.kernel, qmp: v.qmp, memory: v.memory });
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -13,17 +13,20 @@
 // inactive_file > usage). The Sample has no inactive_file yet; when a container sample carries
 // `memory_inactive_file_bytes` it is used, otherwise the working set is reported as usage (i.e.
 // inactive_file taken as 0: an upper bound, never below cAdvisor's value).
+//
+// Any VmSession user feeds it the same way: the exporter is a SampleObserver (vmi/session.ts), so
+// `ciel monitor`'s loop and the controller's MonitorSampler hand it their samples and failures alike
+// (onSample: the sample, its TLB hit ratio, a truncated walk counted as an error; onError: an error).
 
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { ContainerSample, Sample } from '../vmi/sample.ts';
+import type { ContainerInfo, SampleObserver, SessionSample } from '../vmi/session.ts';
+import { DEFAULT_HOST, DEFAULT_PORT } from './listen-address.ts';
 
-/** What is known about a container besides the sample (from the guest's disk: disk/). */
-export interface ContainerInfo {
-  name?: string;
-  image?: string;
-}
+export type { ContainerInfo };
+export { DEFAULT_HOST, DEFAULT_PORT };
 
 /** A container sample that may carry the inactive file pages (cgroup v2 memory.stat inactive_file, v1 total_inactive_file). */
 export type ContainerSampleWithInactive = ContainerSample & { memory_inactive_file_bytes?: number };
@@ -37,15 +40,12 @@ export interface ExporterOptions {
   durationBuckets?: number[];
 }
 
-export const DEFAULT_HOST = '127.0.0.1';
-export const DEFAULT_PORT = 9464;
-
 const CONTAINER_LABELS = ['id', 'name', 'image', 'vm'] as const;
 type ContainerLabels = Record<(typeof CONTAINER_LABELS)[number], string>;
 
 interface VmState {
   sample: Sample;
-  info: Map<string, ContainerInfo>;
+  info: ReadonlyMap<string, ContainerInfo>;
 }
 
 /** cAdvisor's working set: usage minus inactive file pages, floored at 0. */
@@ -55,7 +55,7 @@ export function workingSetBytes(c: ContainerSampleWithInactive): number {
   return inactive < c.memory_usage_bytes ? c.memory_usage_bytes - inactive : 0;
 }
 
-export class PrometheusExporter {
+export class PrometheusExporter implements SampleObserver {
   readonly registry = new Registry();
   private readonly vms = new Map<string, VmState>();
   private server: Server | undefined;
@@ -126,7 +126,7 @@ export class PrometheusExporter {
   }
 
   /** Record the newest sample of a VM; `info` (by container id) supplies name/image known from the guest's disk. */
-  observe(sample: Sample, info?: Map<string, ContainerInfo>): void {
+  observe(sample: Sample, info?: ReadonlyMap<string, ContainerInfo>): void {
     const vm = sample.vm ?? '';
     this.vms.set(vm, { sample, info: info ?? this.vms.get(vm)?.info ?? new Map() });
     if (Number.isFinite(sample.sample_us) && sample.sample_us >= 0) this.sampleDuration.observe({ vm }, sample.sample_us / 1e6);
@@ -135,6 +135,26 @@ export class PrometheusExporter {
   /** A sample of `vm` failed. */
   recordError(vm: string): void {
     this.sampleErrors.inc({ vm });
+  }
+
+  /**
+   * SampleObserver: a session user's sample. It is exported (observe), its TLB hit ratio set, and a
+   * truncated walk (cyclic list, limits: incomplete numbers) counted as an error of its VM.
+   */
+  onSample(s: SessionSample, info?: ReadonlyMap<string, ContainerInfo>): void {
+    if (s.truncated?.length) this.recordError(s.vm);
+    this.observe(s, info);
+    if (typeof s.tlb_hit_ratio === 'number' && Number.isFinite(s.tlb_hit_ratio)) this.setTlbHitRatio(s.vm, s.tlb_hit_ratio);
+  }
+
+  /** SampleObserver: an attach or a sample of `vm` failed. */
+  onError(vm: string, _e: Error): void {
+    this.recordError(vm);
+  }
+
+  /** Every VM's error counter at 0 from the start, so rate()/increase() see a VM's first error. */
+  expectVms(vms: Iterable<string>): void {
+    for (const vm of vms) this.sampleErrors.inc({ vm }, 0);
   }
 
   setTlbHitRatio(vm: string, ratio: number): void {

@@ -216,7 +216,10 @@ export class Scenario {
       this.log(`origin ${ORIGIN_IP} serves web behind the VIP ${VIP}`);
     }
     this.log('services web, db, batch started in Docker cgroup layouts');
-    await this.sampler.attach(this.originName, { qmpSocket: this.origin.qmpSocket, memFile: this.origin.memFile, release: RELEASE, names: serviceNames() });
+    await this.sampler.attach(
+      { name: this.originName, backend: 'qemu', qmp: this.origin.qmpSocket, memory: this.origin.memFile, kernel: RELEASE },
+      { names: serviceNames() },
+    );
     this.vmSource = new ProcVmStats(this.prov).add({ name: this.originName, pid: this.origin.pid, vcpus: ORIGIN_VCPUS, memMiB: ORIGIN_MEM_MIB });
     this.engine = new PolicyEngine(o.policy ?? demoPolicy(), Date.now);
     this.autoscaler = new Autoscaler({

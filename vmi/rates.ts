@@ -1,4 +1,5 @@
-// Turns consecutive cumulative Samples (one stream per VM) into per-container rates.
+// Turns consecutive cumulative Samples (one stream per VM) into per-container rates, and the one
+// counter-rate helper (counterRate) the controller's policy uses too.
 //
 // Rates are computed over the real elapsed time between the two sample timestamps (parsed to the
 // nanosecond), never over an assumed interval: a late sample must not show CPU > 100 %.
@@ -62,11 +63,22 @@ function keyOf(c: ContainerSample): string {
   return c.id || c.cgroup;
 }
 
-function rate(cur: number, prev: number | undefined, elapsedS: number): number | null {
-  if (prev === undefined) return null;
+/**
+ * Rate of a cumulative counter per second, over the real elapsed time between two readings, given in
+ * any unit: `unitsPerSecond` says how many make a second (1e9 for ns, 1000 for ms). Null when no rate
+ * can be given: no positive elapsed time, or a counter that went backwards (container restarted, VM
+ * rebooted: the caller re-baselines) or is not a finite number.
+ */
+export function counterRate(prev: number, cur: number, elapsed: number, unitsPerSecond: number): number | null {
+  if (!(elapsed > 0)) return null;
   const d = cur - prev;
-  if (d < 0 || !Number.isFinite(d)) return null;
-  return d / elapsedS;
+  if (!(d >= 0) || !Number.isFinite(d)) return null;
+  return (d * unitsPerSecond) / elapsed;
+}
+
+/** bytes per second between two samples' counters (null on first sight) */
+function rate(cur: number, prev: number | undefined, elapsedNs: number): number | null {
+  return prev === undefined ? null : counterRate(prev, cur, elapsedNs, 1e9);
 }
 
 export class RateTracker {
@@ -90,22 +102,22 @@ export class RateTracker {
       byId.set(key, c);
       const p = before?.byId.get(key);
       if (!p) appeared.push(key);
-      const q = elapsedS !== null ? p : undefined;
-      const s = elapsedS ?? 1;
-      const cpuDelta = q ? c.cpu_usage_ns - q.cpu_usage_ns : -1;
+      const q = elapsedNs !== null ? p : undefined;
+      const ns = elapsedNs === null ? 1 : Number(elapsedNs);
       containers.push({
         id: c.id,
         cgroup: c.cgroup,
         ...(c.name !== undefined ? { name: c.name } : {}),
-        cpuPercent: q && cpuDelta >= 0 && elapsedNs !== null ? (cpuDelta / Number(elapsedNs)) * 100 : null,
+        // CPU ns per elapsed ns, as a percentage of one CPU
+        cpuPercent: q ? counterRate(q.cpu_usage_ns, c.cpu_usage_ns, ns, 100) : null,
         memoryBytes: c.memory_usage_bytes,
         memoryRssBytes: c.memory_rss_bytes,
         memoryCacheBytes: c.memory_cache_bytes,
         pids: c.pids,
-        diskReadBps: rate(c.io_read_bytes, q?.io_read_bytes, s),
-        diskWriteBps: rate(c.io_write_bytes, q?.io_write_bytes, s),
-        netRxBps: rate(c.net_rx_bytes, q?.net_rx_bytes, s),
-        netTxBps: rate(c.net_tx_bytes, q?.net_tx_bytes, s),
+        diskReadBps: rate(c.io_read_bytes, q?.io_read_bytes, ns),
+        diskWriteBps: rate(c.io_write_bytes, q?.io_write_bytes, ns),
+        netRxBps: rate(c.net_rx_bytes, q?.net_rx_bytes, ns),
+        netTxBps: rate(c.net_tx_bytes, q?.net_tx_bytes, ns),
       });
     }
     const disappeared = before ? [...before.byId.keys()].filter((k) => !byId.has(k)) : [];

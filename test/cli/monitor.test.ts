@@ -9,7 +9,8 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildMonitor } from '../../compiler/build.ts';
-import { openQemuMonitor } from '../../vmi/qemu-attach.ts';
+import type { QemuLiveBackend } from '../../vmi/backends/qemu-live.ts';
+import { VmSession } from '../../vmi/session.ts';
 import type { ContainerSample, Sample } from '../../vmi/sample.ts';
 import { bootGuest, type Guest } from '../../testbed/guest/boot.ts';
 import { DOCKER_DISK_INFO } from '../../testbed/guest/build.ts';
@@ -265,7 +266,9 @@ describe('ciel monitor (subprocess, live test guest with a Docker disk)', () => 
 
   it('--vmcore on an ELF dump-guest-memory (paging off) of the paused guest gives the same numbers as a live sample while paused', async () => {
     const core = join(tmp, 'guest.core');
-    const { backend, monitor } = await openQemuMonitor({ qmpSocket: guest.qmpSocket, memFile: guest.memFile, release: RELEASE });
+    const session = await VmSession.open({ name: 'g', backend: 'qemu', qmp: guest.qmpSocket, memory: guest.memFile, kernel: RELEASE });
+    const backend = session.backend as QemuLiveBackend;
+    const monitor = session.monitor;
     let live: Sample;
     try {
       await backend.pause();
@@ -278,8 +281,7 @@ describe('ciel monitor (subprocess, live test guest with a Docker disk)', () => 
         await backend.resume();
       }
     } finally {
-      monitor.close();
-      await backend.close();
+      await session.close();
     }
     expect(readFileSync(core).subarray(0, 4).toString('latin1')).toBe('\x7fELF');
     // the guest runs again, the dump stays still; the kernel release comes from the dump itself

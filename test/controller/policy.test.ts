@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { PolicyEngine } from '../../controller/policy.ts';
-import { counterRate, hpaDesired, lsqSlope } from '../../controller/math.ts';
+import { hpaDesired, lsqSlope } from '../../controller/math.ts';
+import { counterRate } from '../../vmi/rates.ts';
 import type { ControllerEvent, DecisionEvent, PolicyConfig } from '../../controller/types.ts';
 import type { Sample } from '../../vmi/sample.ts';
 import { ContainerSeries, FakeClock, GiB, T0, VmSeries } from './series.ts';
@@ -33,9 +34,9 @@ describe('math', () => {
     expect(hpaDesired(2, 0.445, 0.5, 0.1, 1, 10)).toMatchObject({ withinTolerance: false, desired: 2 }); // ceil(1.78)
   });
   it('counter rates use the real elapsed time', () => {
-    expect(counterRate(0, 1500, 1500)).toBe(1000);
-    expect(counterRate(100, 50, 1000)).toBeNull(); // counter went backwards
-    expect(counterRate(0, 10, 0)).toBeNull();
+    expect(counterRate(0, 1500, 1500, 1000)).toBe(1000); // elapsed in ms
+    expect(counterRate(100, 50, 1000, 1000)).toBeNull(); // counter went backwards
+    expect(counterRate(0, 10, 0, 1000)).toBeNull();
   });
   it('least-squares slope', () => {
     expect(lsqSlope([{ x: 0, y: 1 }, { x: 1, y: 3 }, { x: 2, y: 5 }])).toBeCloseTo(2, 12);

@@ -5,8 +5,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseListen } from '../../cli/monitor.ts';
-import { runDaemon, runVm, type DaemonVm, type ErrorKind } from '../../monitor/loop.ts';
+import { parseListen } from '../../monitor/listen-address.ts';
+import { runVms, runVm, type MonitoredVm, type ErrorKind } from '../../monitor/loop.ts';
 
 let dir: string;
 beforeAll(() => {
@@ -27,7 +27,7 @@ function recorder() {
   };
 }
 
-const missingQemu = (name: string): DaemonVm => ({
+const missingQemu = (name: string): MonitoredVm => ({
   name,
   backend: 'qemu',
   qmp: join(dir, `${name}.sock`),
@@ -80,7 +80,7 @@ describe('monitor/loop', () => {
     const ac = new AbortController();
     const f = join(dir, 'bad-core');
     writeFileSync(f, '\x7fELF');
-    const p = runDaemon([missingQemu('a'), missingQemu('b'), { name: 'c', backend: 'vmcore', vmcore: f, intervalMs: 1000 }], r.h, {
+    const p = runVms([missingQemu('a'), missingQemu('b'), { name: 'c', backend: 'vmcore', vmcore: f, intervalMs: 1000 }], r.h, {
       signal: ac.signal,
       retryMinMs: 10,
       retryMaxMs: 10,
@@ -100,7 +100,7 @@ describe('monitor/loop', () => {
   });
 
   it('refuses two VMs with one name', async () => {
-    await expect(runDaemon([missingQemu('x'), missingQemu('x')], recorder().h)).rejects.toThrow(/two VMs are named "x"/);
+    await expect(runVms([missingQemu('x'), missingQemu('x')], recorder().h)).rejects.toThrow(/two VMs are named "x"/);
   });
 
   it('parses --prometheus [HOST:]PORT, loopback by default', () => {

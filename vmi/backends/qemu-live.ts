@@ -3,18 +3,18 @@
 import { statSync } from 'node:fs';
 import koffi from 'koffi';
 import { mapFileReadOnly, type FileMapping } from './mmap.ts';
-import { BadInputError, CielError } from '../../common/errors.ts';
+import { BadInputError, CielError, VmError } from '../../common/errors.ts';
 import { QmpClient, QmpError, type QmpEvent, type RunStatus, type VcpuRegisters } from '../qmp.ts';
 import type { GuestRegisters, MemoryBackend, PhysRange } from './backend.ts';
 
 /** The guest is gone, was reset, or is in a state where its memory no longer means what it did. */
-export class GuestStateError extends CielError {
+export class GuestStateError extends VmError {
   constructor(
-    readonly vm: string,
+    vm: string,
     readonly status: string,
     detail: string,
   ) {
-    super(`${vm}: ${detail}`);
+    super(vm, detail);
   }
 }
 

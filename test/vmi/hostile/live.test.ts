@@ -14,7 +14,7 @@ import { fetchKernel } from '../../../compiler/kernel/packages.ts';
 import type { QemuLiveBackend } from '../../../vmi/backends/qemu-live.ts';
 import { GuestFaultError } from '../../../common/errors.ts';
 import type { GuestMonitor } from '../../../vmi/guest-monitor.ts';
-import { openQemuMonitor } from '../../../vmi/qemu-attach.ts';
+import { VmSession } from '../../../vmi/session.ts';
 import { DEFAULT_BUDGET } from '../../../vmi/native-runtime.ts';
 import type { ContainerSample, Sample } from '../../../vmi/sample.ts';
 import { bootGuest, type Guest } from '../../../testbed/guest/boot.ts';
@@ -34,6 +34,7 @@ const hex = (v: bigint) => `0x${v.toString(16)}`;
 let guest: Guest;
 let backend: QemuLiveBackend;
 let monitor: GuestMonitor;
+let session: VmSession | undefined;
 let fd = -1;
 /** offsets from the guest kernel's BTF */
 const off = { rootCgrp: 0, children: 0, sibling: 0, kn: 0, knName: 0 };
@@ -50,7 +51,9 @@ beforeAll(async () => {
   off.kn = btf.memberOffset('cgroup', 'kn');
   off.knName = btf.memberOffset('kernfs_node', 'name');
   guest = await bootGuest({ mode: 'cgroup2', name: `hostile-${process.pid}` });
-  ({ backend, monitor } = await openQemuMonitor({ qmpSocket: guest.qmpSocket, memFile: guest.memFile, release: RELEASE }));
+  session = await VmSession.open({ name: 'hostile', backend: 'qemu', qmp: guest.qmpSocket, memory: guest.memFile, kernel: RELEASE });
+  backend = session.backend as QemuLiveBackend;
+  monitor = session.monitor;
   A = monitor.abi.CIEL_ABI;
   // the harness (not the monitor) writes the file: a plain read-write descriptor for pwrite
   fd = openSync(guest.memFile, 'r+');
@@ -70,8 +73,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   if (fd >= 0) closeSync(fd);
-  monitor?.close();
-  await backend?.close();
+  await session?.close();
   await guest?.stop();
 });
 

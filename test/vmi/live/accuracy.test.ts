@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildMonitor } from '../../../compiler/build.ts';
 import type { QemuLiveBackend } from '../../../vmi/backends/qemu-live.ts';
 import type { GuestMonitor } from '../../../vmi/guest-monitor.ts';
-import { openQemuMonitor } from '../../../vmi/qemu-attach.ts';
+import { VmSession } from '../../../vmi/session.ts';
 import type { ContainerSample } from '../../../vmi/sample.ts';
 import { bootGuest, type Guest } from '../../../testbed/guest/boot.ts';
 import type { TruthContainer } from '../../../testbed/guest/truth.ts';
@@ -27,15 +27,17 @@ describe.each(['cgroup2', 'cgroup1'] as const)('outside reads agree with the gue
   let guest: Guest;
   let backend: QemuLiveBackend;
   let monitor: GuestMonitor;
+  let session: VmSession | undefined;
 
   beforeAll(async () => {
     guest = await bootGuest({ mode, name: `accuracy-${mode}` });
-    ({ backend, monitor } = await openQemuMonitor({ qmpSocket: guest.qmpSocket, memFile: guest.memFile, release: RELEASE }));
+    session = await VmSession.open({ name: `accuracy-${mode}`, backend: 'qemu', qmp: guest.qmpSocket, memory: guest.memFile, kernel: RELEASE });
+    backend = session.backend as QemuLiveBackend;
+    monitor = session.monitor;
   }, 600_000);
 
   afterAll(async () => {
-    monitor?.close();
-    await backend?.close();
+    await session?.close();
     await guest?.stop();
   });
 
