@@ -14,6 +14,7 @@ interface AutoscaleCliOptions {
   json?: boolean;
   count?: string;
   destroyOnExit?: boolean;
+  prometheus?: string;
 }
 
 /** Exit statuses (documented in --help). */
@@ -63,6 +64,10 @@ Output: a line per interesting event (VM hot/cool, container chosen, decision, r
   failures) on stdout; --json: one JSON line per controller event (vm_check every interval, vm_hot,
   containers_sampled, container_chosen, decision, scaled_out, ...; in a dry run scaled_out/scaled_in carry
   "dry_run": true). Progress and status on stderr.
+  --prometheus [HOST:]PORT: the container samples the controller takes are also served on /metrics, in
+  the series of \`ciel monitor --prometheus\` (cAdvisor's names, labels id, name, image, vm; port 0
+  picks one, printed on stderr). They are as fresh as the controller's samples: every interval with
+  containerBaseline "kept", only while a VM is hot (or scaled out) with "on-demand".
 
 Stop with SIGINT/SIGTERM (or --count): the loop stops, running scale actions finish, replicas are left
   running and listed on stderr (QEMU-direct replicas run in their own process group, so a Ctrl-C does
@@ -72,7 +77,8 @@ Stop with SIGINT/SIGTERM (or --count): the loop stops, running scale actions fin
 Exit status:
   0    stopped by a signal, or after --count intervals
   1    bad options or config (the message names the file and field), a missing file the config names,
-       or no monitor build for a VM's kernel (\`ciel build --kernel RELEASE\`)
+       no monitor build for a VM's kernel (\`ciel build --kernel RELEASE\`), or a --prometheus address
+       that cannot be bound
   2    could not start: a VM could not be attached (QMP, memory file), its VM-level stats could not be
        read, or the provisioner could not be set up
   3    with --count: an error or action_failed event happened during the run
@@ -92,6 +98,7 @@ export function registerAutoscale(program: Command): void {
     .option('--json', 'one JSON line per controller event on stdout')
     .option('-n, --count <n>', 'stop after N intervals')
     .option('--destroy-on-exit', 'on exit, destroy every replica this run started (default: leave them running)')
+    .option('--prometheus <[host:]port>', 'also serve the sampled containers on /metrics (as `ciel monitor --prometheus`; default host 127.0.0.1)')
     .addHelpText('after', HELP_AFTER)
     .action(async (o: AutoscaleCliOptions) => {
       const code = await runAutoscale(o);
@@ -107,6 +114,8 @@ export async function runAutoscale(o: AutoscaleCliOptions): Promise<number> {
   if (!o.config) throw new UsageError('--config', 'autoscale needs --config FILE (see `ciel autoscale --help` for the format)');
   const count = o.count === undefined ? undefined : Number(o.count);
   if (count !== undefined && !(Number.isInteger(count) && count > 0)) throw new UsageError('--count', `--count must be a positive integer, not '${o.count}'`);
+  const { parseListen } = await import('../monitor/listen-address.ts');
+  const listen = o.prometheus !== undefined ? parseListen(o.prometheus) : undefined;
   const [{ loadAutoscaleConfig }, { parseInterval }, { AutoscaleService, StartError }, { EventLines }, { jsonLines }] = await Promise.all([
     import('../controller/config.ts'),
     import('../common/interval.ts'),
@@ -151,6 +160,19 @@ export async function runAutoscale(o: AutoscaleCliOptions): Promise<number> {
     }
   };
 
+  // the exporter sees what the controller samples: every interval with containerBaseline "kept"
+  let exporter: import('../monitor/prometheus.ts').PrometheusExporter | undefined;
+  if (listen) {
+    const { PrometheusExporter } = await import('../monitor/prometheus.ts');
+    exporter = new PrometheusExporter(listen);
+    exporter.expectVms(cfg.vms.map((v) => v.name));
+    const a = await exporter.listen().catch((e: Error) => {
+      throw new UsageError('--prometheus', `--prometheus ${o.prometheus}: cannot listen: ${e.message}`);
+    });
+    say(`metrics at ${a.url}`);
+  }
+  const closeExporter = () => exporter?.close().catch((e: Error) => say(`closing the metrics server: ${e.message}`));
+
   const service = await AutoscaleService.start({
     config: cfg,
     configFile: o.config,
@@ -160,7 +182,9 @@ export async function runAutoscale(o: AutoscaleCliOptions): Promise<number> {
     ...(count !== undefined ? { count } : {}),
     emit: print,
     say,
-  }).catch((e: unknown) => {
+    ...(exporter ? { observers: [exporter] } : {}),
+  }).catch(async (e: unknown) => {
+    await closeExporter();
     if (!(e instanceof StartError)) throw e;
     say(e.message);
     return undefined;
@@ -171,6 +195,7 @@ export async function runAutoscale(o: AutoscaleCliOptions): Promise<number> {
     await service.run(ac.signal);
   } finally {
     await service.stop();
+    await closeExporter();
   }
   process.off('SIGINT', onSignal);
   process.off('SIGTERM', onSignal);

@@ -10,9 +10,10 @@
 import { accessSync, constants, existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { GENERATED } from '../common/build-artifact.ts';
-import { BadFieldError, CielError, VmError } from '../common/errors.ts';
+import { BadFieldError, BadInputError, CielError, VmError } from '../common/errors.ts';
 import { abortableSleep } from '../common/sleep.ts';
 import type { Provisioner, Vm, VmSpec } from '../provisioners/provisioner.ts';
+import type { SampleObserver } from '../vmi/session.ts';
 import { Autoscaler, type AutoscalerOptions, type LoadBalancer, type ReplicaProvisioner, type VmStatsSource } from './autoscaler.ts';
 import type { AutoscaleConfig, AutoscaleVm } from './config.ts';
 import { DiskNames } from './disk-names.ts';
@@ -51,6 +52,8 @@ export interface AutoscaleServiceOptions {
   emit(e: ControllerEvent): void;
   /** status and progress, one line each */
   say(m: string): void;
+  /** also handed every container sample and sampling failure (e.g. the Prometheus exporter) */
+  observers?: readonly SampleObserver[];
 }
 
 /** `{"pid"...}` or `{"libvirt"...}` in words. */
@@ -62,7 +65,7 @@ function levelOf(v: AutoscaleVm): string {
 export function checkHost(cfg: AutoscaleConfig, file: string, real: boolean): void {
   for (const k of new Set(cfg.vms.map((v) => v.kernel)))
     if (!existsSync(join(GENERATED, k, 'monitor.so')))
-      throw new CielError(`no monitor build for kernel ${k} (${join(GENERATED, k, 'monitor.so')} is missing): run \`ciel build --kernel ${k}\` first`);
+      throw new BadInputError(join(GENERATED, k, 'monitor.so'), `no monitor build for kernel ${k}: run \`ciel build --kernel ${k}\` first`);
   if (!real || !cfg.provisioner) return;
   const p = cfg.provisioner;
   const files: [string, string][] = [['provisioner.kernel', p.kernel], ['provisioner.initrd', p.initrd]];
@@ -120,6 +123,7 @@ export class AutoscaleService {
     const p = o.config.provisioner;
     this.addrs = p?.addresses ? new ReplicaAddresses(p.addresses) : undefined;
     this.dry = o.dryRun || !p;
+    for (const ob of o.observers ?? []) this.sampler.observe(ob);
     this.dryRunProvisioner = this.dry ? new DryRunProvisioner() : undefined;
   }
 

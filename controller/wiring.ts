@@ -68,7 +68,7 @@ export class ProcVmStats implements VmStatsSource {
     const d = this.direct.get(vm);
     if (d) return readProcVmStats(d.q, d.proc);
     if (this.fallback) return this.fallback.vmStats(vm);
-    throw new Error(`no VM-level stats source for ${vm}`);
+    throw new VmError(vm, 'no VM-level stats source (neither a QEMU pid nor a fallback)');
   }
 }
 

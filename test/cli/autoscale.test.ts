@@ -87,7 +87,7 @@ describe('ciel autoscale --dry-run on the real test guest', () => {
         },
       }),
     );
-    const proc = execa('npx', ['tsx', 'cli/main.ts', 'autoscale', '--config', config, '--dry-run', '--json', '--interval', '200ms'], { cwd: ROOT, reject: false });
+    const proc = execa('npx', ['tsx', 'cli/main.ts', 'autoscale', '--config', config, '--dry-run', '--json', '--interval', '200ms', '--prometheus', '127.0.0.1:0'], { cwd: ROOT, reject: false });
     const events: ControllerEvent[] = [];
     let rest = '';
     let stderr = '';
@@ -131,6 +131,15 @@ describe('ciel autoscale --dry-run on the real test guest', () => {
       expect(events.filter((e) => e.type === 'decision').map((e) => (e as DecisionEvent).container)).toEqual(['web']);
       // the sample that led to it came through the monitor, with the service names of the config
       expect(events.some((e) => e.type === 'containers_sampled' && e.util.web !== undefined && e.util.db !== undefined)).toBe(true);
+      // --prometheus: the controller's samples are served on /metrics, one series per service of the VM
+      const url = /metrics at (http:\S+)/.exec(stderr)?.[1];
+      expect(url, stderr).toBeDefined();
+      const text = await (await fetch(url!)).text();
+      const exported = [...text.matchAll(/^container_memory_usage_bytes\{([^}]*)\} (\d+)$/gm)].map((m) => ({ labels: m[1]!, bytes: Number(m[2]) }));
+      const names = exported.filter((x) => x.labels.includes('vm="origin"')).map((x) => /name="([^"]*)"/.exec(x.labels)?.[1]).sort();
+      expect(names).toEqual([...new Set(serviceNames().values())].sort());
+      expect(exported.every((x) => x.bytes > 0)).toBe(true);
+      expect(text).toMatch(/^ciel_sample_errors_total\{vm="origin"\} 0$/m);
     } finally {
       if (!exited) {
         const cli = leafPid(proc.pid!);
