@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { PrometheusExporter, workingSetBytes } from '../../monitor/prometheus.ts';
 import type { ContainerSample, Sample } from '../../vmi/sample.ts';
+import type { SampleObserver, SessionSample } from '../../vmi/session.ts';
 import { containerSample } from '../fixtures/sample.ts';
 
 const ID_A = 'a'.repeat(64);
@@ -157,6 +158,39 @@ describe('PrometheusExporter', () => {
     exporter.removeVm('db');
     const p3 = parseExposition(await (await fetch(addr.url)).text());
     expect(p3.get('container_cpu_usage_seconds_total', { vm: 'db' })).toEqual([]);
+  });
+
+  it('takes samples from any VmSession user (SampleObserver): sample, TLB ratio, truncated walk and failures as errors', async () => {
+    exporter = new PrometheusExporter({ port: 0 });
+    const observer: SampleObserver = exporter;
+    exporter.expectVms(['web', 'db']);
+    const s: SessionSample = {
+      time: '2026-11-22T08:00:00Z',
+      kernel: '6.1.0-56-amd64',
+      sample_us: 300,
+      pause_us: 1200,
+      vm: 'web',
+      tlb_hit_ratio: 0.5,
+      containers: [c(ID_A, { cpu_usage_ns: 3_000_000_000, name: 'web' })],
+    };
+    let p = parseExposition(await exporter.metrics());
+    expect(p.get('ciel_sample_errors_total', { vm: 'web' })[0].value).toBe(0);
+    expect(p.get('ciel_sample_errors_total', { vm: 'db' })[0].value).toBe(0);
+
+    observer.onSample(s, new Map([[ID_A, { image: 'nginx:1.25' }]]));
+    observer.onSample({ ...s, vm: 'db', tlb_hit_ratio: 0.25, truncated: ['limit'], containers: [c(ID_B, { cpu_usage_ns: 500_000_000 })] });
+    observer.onError('db', new Error('db: guest fault at 0x0: page not present'));
+    p = parseExposition(await exporter.metrics());
+    expect(p.get('container_cpu_usage_seconds_total', { vm: 'web' })).toEqual([
+      { name: 'container_cpu_usage_seconds_total', labels: { id: `/system.slice/docker-${ID_A}.scope`, name: 'web', image: 'nginx:1.25', vm: 'web', cpu: 'total' }, value: 3 },
+    ]);
+    expect(p.get('container_cpu_usage_seconds_total', { vm: 'db' })[0].value).toBe(0.5);
+    expect(p.get('ciel_tlb_hit_ratio', { vm: 'web' })[0].value).toBe(0.5);
+    expect(p.get('ciel_tlb_hit_ratio', { vm: 'db' })[0].value).toBe(0.25);
+    expect(p.get('ciel_sample_errors_total', { vm: 'web' })[0].value).toBe(0);
+    // the truncated sample and the failure
+    expect(p.get('ciel_sample_errors_total', { vm: 'db' })[0].value).toBe(2);
+    expect(p.get('ciel_sample_duration_seconds_count', { vm: 'web' })[0].value).toBe(1);
   });
 
   it('answers 404 off /metrics and 405 to POST', async () => {

@@ -1,4 +1,4 @@
-// Backend: an ELF core of guest physical memory, as QEMU's dump-guest-memory, `virsh dump
+// Memory backend: an ELF core of guest physical memory, as QEMU's dump-guest-memory, `virsh dump
 // --memory-only` and kdump write it. PT_LOAD program headers map physical ranges (p_paddr) to file
 // offsets; the "QEMU" notes carry each vCPU's QEMUCPUState, from which CR3/CR4 come.
 // Every header field is checked against the file size: a corrupt dump gives BadInputError, never a crash.

@@ -1,4 +1,4 @@
-// Live QEMU guest: guest RAM is a shared host file (`-object memory-backend-file,share=on,mem-path=...`),
+// Memory backend: a live QEMU guest; guest RAM is a shared host file (`-object memory-backend-file,share=on,mem-path=...`),
 // mapped read-only here (mmap.ts); registers and pause/resume go through QMP.
 import { statSync } from 'node:fs';
 import koffi from 'koffi';

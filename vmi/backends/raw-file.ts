@@ -1,4 +1,4 @@
-// Backend: a raw physical-memory file (a QEMU memory-backend-file, or a raw dump), file offset = gpa.
+// Memory backend: a raw physical-memory file (a QEMU memory-backend-file, or a raw dump), file offset = gpa.
 // Registers cannot come from the file: pass CR3/CR4, or take the kernel's own page-table root from the
 // VMCOREINFO it left in RAM (openWithVmcoreinfo).
 import { BadInputError } from '../../common/errors.ts';

@@ -1,4 +1,4 @@
-// Xen backend: guest RAM through foreign mappings (libxenforeignmemory), registers and pause
+// Memory backend: a Xen domain, guest RAM through foreign mappings (libxenforeignmemory), registers and pause
 // through libxenctrl, from a Dom0 (or a domain with the right privileges).
 //
 // The libraries are loaded at run time through koffi, so the project builds and runs without
