@@ -22,7 +22,7 @@ import { join, resolve } from 'node:path';
 import { cacheDir } from '../common/cache.ts';
 import { buildMonitor } from '../compiler/build.ts';
 import type { ControllerEvent } from '../controller/types.ts';
-import type { TimedEvent } from '../controller/wiring.ts';
+import type { TimedEvent } from '../controller/scale-out-timeline.ts';
 import { plotSvg, type PlotMarker, type PlotSeries } from '../testbed/plot-svg.ts';
 import { RELEASE, Scenario, type Tick } from '../testbed/scenario.ts';
 

@@ -24,7 +24,8 @@ import { ReplicaAddresses } from './replica-addresses.ts';
 import { makeProvisioner, replicaSpec } from './replica-provisioner.ts';
 import type { ControllerEvent } from './types.ts';
 import { vmLevelSource } from './vm-level-source.ts';
-import { autoscaleTarget, MonitorSampler, TrackingProvisioner } from './wiring.ts';
+import { autoscaleTarget, MonitorSampler } from './monitor-sampler.ts';
+import { TrackingProvisioner } from './tracking-provisioner.ts';
 
 /** The service could not start: a VM (attach, VM-level stats) or the provisioner. */
 export class StartError extends CielError {

@@ -8,7 +8,7 @@ import { readDomstats } from '../vmstats/libvirt-domstats.ts';
 import type { VmStatsSource } from './autoscaler.ts';
 import type { AutoscaleVm } from './config.ts';
 import type { VmStats } from './types.ts';
-import { ProcVmStats } from './wiring.ts';
+import { ProcVmStats } from './proc-vm-stats.ts';
 
 /**
  * VM-level stats of the configured origin VMs, under their configured names: /proc/<pid> for QEMU

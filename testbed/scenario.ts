@@ -11,7 +11,10 @@ import { Autoscaler, type Backend, type LoadBalancer } from '../controller/autos
 import { PolicyEngine } from '../controller/policy.ts';
 import type { ControllerEvent, PolicyConfig } from '../controller/types.ts';
 import { RoundRobinStubBalancer } from './lb-stub.ts';
-import { MonitorSampler, ProcVmStats, TrackingProvisioner, addressOf, timeline, type TimedEvent, type ScaleOutTimeline } from '../controller/wiring.ts';
+import { MonitorSampler } from '../controller/monitor-sampler.ts';
+import { ProcVmStats } from '../controller/proc-vm-stats.ts';
+import { TrackingProvisioner, addressOf } from '../controller/tracking-provisioner.ts';
+import { timeline, type TimedEvent, type ScaleOutTimeline } from '../controller/scale-out-timeline.ts';
 import { IpvsVmBalancer } from './lb/ipvs-vm.ts';
 import { L2Segment } from './lb/netns.ts';
 import { ensureTestGuest, type TestGuest } from './minimal-guest.ts';

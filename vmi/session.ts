@@ -1,5 +1,5 @@
 // One VM, read from outside: the one way `ciel monitor` (monitor/loop.ts) and `ciel autoscale`
-// (controller/wiring.ts, MonitorSampler) read a guest.
+// (controller/monitor-sampler.ts, MonitorSampler) read a guest.
 //
 // API (stable: other parts build on it):
 //   const s = new VmSession(target)        // a VmTarget (vmi/target.ts): qemu, raw, vmcore or xen

@@ -1,5 +1,5 @@
 // VM-level stats of a QEMU process from /proc, the cheap level of two-level monitoring for VMs that no
-// libvirtd watches. Shared by the Autoscaler's ProcVmStats (controller/wiring.ts) and the
+// libvirtd watches. Shared by the Autoscaler's ProcVmStats (controller/proc-vm-stats.ts) and the
 // QEMU-direct provisioner's vmStats.
 //
 // CPU time comes from each thread's /proc/<pid>/task/<tid>/schedstat (nanoseconds on the CPU), not from

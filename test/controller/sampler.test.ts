@@ -3,7 +3,7 @@
 // samples and failures handed to the Prometheus exporter, re-attach on the next read.
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { VmError } from '../../common/errors.ts';
-import { autoscaleTarget, MonitorSampler } from '../../controller/wiring.ts';
+import { autoscaleTarget, MonitorSampler } from '../../controller/monitor-sampler.ts';
 import { PrometheusExporter } from '../../monitor/prometheus.ts';
 import { guestDump, RELEASE } from '../../testbed/elf-dump.ts';
 import { containerByName } from '../../testbed/guest/containers.ts';
