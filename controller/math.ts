@@ -71,3 +71,8 @@ export function clamp(v: number, min: number, max: number): number {
 export function iso(ms: number): string {
   return new Date(ms).toISOString();
 }
+
+/** Lexicographic order of two names (the engine's tie-break). */
+export function cmp(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}

@@ -46,7 +46,8 @@
 
 import { InvalidValueError, VmError } from '../common/errors.ts';
 import type { ContainerSample, Sample } from '../vmi/sample.ts';
-import { clamp, EPS, hpaDesired, iso, lsqSlope, parseTime, type HpaResult } from './math.ts';
+import { clamp, cmp, EPS, hpaDesired, iso, parseTime, type HpaResult } from './math.ts';
+import { rankByTrend } from './trend-rule.ts';
 import { containerUsage, utilisation, vmCapacity, vmUsage } from './utilisation.ts';
 import type {
   Capacities,
@@ -58,7 +59,6 @@ import type {
   PolicyConfig,
   Resource,
   ResourcePolicy,
-  TrendCandidate,
   VmStats,
 } from './types.ts';
 
@@ -385,25 +385,15 @@ export class PolicyEngine {
       }
     }
     if (!r) return undefined;
-    const H = this.cfg.trendHorizonS;
     const vmUtil = vm.util[r]!;
-    const all: TrendCandidate[] = [];
-    for (const [key, u] of utils) {
-      const v = u[r];
-      if (v === undefined || !(v > 0)) continue;
-      const slope = lsqSlope(this.containers.get(key)!.history[r] ?? []);
-      all.push({ container: key, share: vmUtil > 0 ? v / vmUtil : 0, util: v, slope, projected: Math.max(0, v + slope * H) });
-    }
-    const cands = all.filter((c) => c.share >= this.cfg.trendMinShare - EPS);
-    if (cands.length === 0) {
-      return { type: 'no_choice', time: iso(now), vm: vmName, resource: r, vm_util: vmUtil, min_share: this.cfg.trendMinShare, candidates: all };
-    }
-    cands.sort((a, b) => {
-      if (Math.abs(a.projected - b.projected) > EPS) return b.projected - a.projected;
-      if (Math.abs(a.slope - b.slope) > EPS) return b.slope - a.slope;
-      return cmp(a.container, b.container);
+    const res = r;
+    const { chosen: c, all } = rankByTrend({
+      vmUtil,
+      containers: [...utils].map(([key, u]) => ({ key, util: u[res], history: this.containers.get(key)!.history[res] ?? [] })),
+      horizonS: this.cfg.trendHorizonS,
+      minShare: this.cfg.trendMinShare,
     });
-    const c = cands[0]!;
+    if (!c) return { type: 'no_choice', time: iso(now), vm: vmName, resource: r, vm_util: vmUtil, min_share: this.cfg.trendMinShare, candidates: all };
     return { type: 'container_chosen', time: iso(now), vm: vmName, container: c.container, rule: 'trend', resource: r, score: c.projected, candidates: all };
   }
 
@@ -495,9 +485,6 @@ function fmt(x: number): string {
   return Number(x.toFixed(4)).toString();
 }
 
-function cmp(a: string, b: string): number {
-  return a < b ? -1 : a > b ? 1 : 0;
-}
 
 function stripUndefined<T extends object>(o: T): Partial<T> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
