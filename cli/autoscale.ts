@@ -3,8 +3,9 @@
 // and scales out only the hot container into a new minimal VM; or, in a dry run, only says what it would
 // do. This file parses options, starts the service (controller/service.ts) built from the config
 // (controller/config.ts), prints its events and maps the outcome to an exit status. The controller is
-// imported inside the action, so `ciel --help` does not load it.
+// imported inside the action, so `ciel --help` does not load it (common/errors.ts is loaded by main.ts anyway).
 import type { Command } from 'commander';
+import { UsageError } from '../common/errors.ts';
 import type { ControllerEvent } from '../controller/types.ts';
 
 interface AutoscaleCliOptions {
@@ -110,7 +111,6 @@ export function registerAutoscale(program: Command): void {
 const say = (m: string) => process.stderr.write(`ciel autoscale: ${m}\n`);
 
 export async function runAutoscale(o: AutoscaleCliOptions): Promise<number> {
-  const { UsageError } = await import('../common/errors.ts');
   if (!o.config) throw new UsageError('--config', 'autoscale needs --config FILE (see `ciel autoscale --help` for the format)');
   const count = o.count === undefined ? undefined : Number(o.count);
   if (count !== undefined && !(Number.isInteger(count) && count > 0)) throw new UsageError('--count', `--count must be a positive integer, not '${o.count}'`);
