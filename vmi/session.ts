@@ -16,6 +16,9 @@
 //   s.attached, s.name, s.kind, s.canPause, s.release, s.slide, s.attaches
 //   s.backend, s.monitor                   // the attached parts (tests, benches: QMP, raw reads)
 //   VmSession.open(target)                 // new + attach
+//   SampleObserver { onSample(s, info?), onError(vm, e) }
+//                                          // what a session's user feeds (monitor/prometheus.ts is one;
+//                                          // MonitorSampler.observe(o), the monitor loop's handlers)
 // Every operation of one session is serialised: a pause/resume pair never interleaves with another
 // read, and an attach never runs under a sample. Errors name the VM: VmError (or GuestStateError, a
 // VmError) whose `cause` is the underlying error (GuestFaultError, BadInputError, QMP, ...).
