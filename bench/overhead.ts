@@ -8,6 +8,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { buildMonitor } from '../compiler/build.ts';
 import { bootGuest, type Guest } from '../testbed/guest/boot.ts';
+import { benchDrgn, type DrgnRow } from './drgn.ts';
 
 const RELEASE = '6.1.0-56-amd64';
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -34,6 +35,8 @@ export interface OverheadRow {
   samples: number;
   medianSampleUs: number;
   windowS: number;
+  /** spawn to the first sample printed (JSON line) or served (Prometheus), ms */
+  firstSampleMs: number;
 }
 
 const hexId = (i: number) => i.toString(16).padStart(64, 'c');
@@ -75,6 +78,8 @@ const median = (xs: number[]) => (xs.length ? [...xs].sort((a, b) => a - b)[Math
 async function measure(guest: Guest, mode: string, rateHz: number, extra: string[]): Promise<OverheadRow> {
   const interval = `${Math.round(1000 / rateHz)}ms`;
   const args = [join(ROOT, 'bin', 'ciel.mjs'), 'monitor', '--qemu', guest.qmpSocket, '--memory', guest.memFile, '--kernel', RELEASE, '--interval', interval, '--vm', 'bench', ...extra];
+  const spawnedAt = performance.now();
+  let firstSampleMs = NaN;
   const child = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
   let buf = '';
@@ -94,6 +99,7 @@ async function measure(guest: Guest, mode: string, rateHz: number, extra: string
       const l = buf.slice(0, i);
       buf = buf.slice(i + 1);
       lines++;
+      if (Number.isNaN(firstSampleMs) && l.startsWith('{')) firstSampleMs = performance.now() - spawnedAt;
       if (counting && l.startsWith('{')) {
         const j = JSON.parse(l) as { sample_us: number; containers: unknown[] };
         sampleUs.push(j.sample_us);
@@ -151,6 +157,7 @@ async function measure(guest: Guest, mode: string, rateHz: number, extra: string
       samples: metricsUrl ? s1 - s0 : lines - l0,
       medianSampleUs: median(sampleUs),
       windowS: Math.round(windowS * 10) / 10,
+      firstSampleMs: Math.round(firstSampleMs),
     };
   } finally {
     if (scraper) clearInterval(scraper);
@@ -161,25 +168,51 @@ async function measure(guest: Guest, mode: string, rateHz: number, extra: string
   }
 }
 
+/** `ciel --help` as a process, median of 10: what a user waits for before anything is read. */
+async function helpMs(): Promise<number> {
+  const times: number[] = [];
+  for (let i = 0; i < 10; i++) {
+    const t0 = performance.now();
+    await new Promise<void>((res, rej) =>
+      spawn(process.execPath, [join(ROOT, 'bin', 'ciel.mjs'), '--help'], { stdio: 'ignore' }).on('close', (c) => (c === 0 ? res() : rej(new Error(`ciel --help exited ${c}`)))),
+    );
+    times.push(performance.now() - t0);
+  }
+  return Math.round(median(times));
+}
+
 export async function benchOverhead(log: (s: string) => void = console.log): Promise<OverheadRow[]> {
   await buildMonitor({ release: RELEASE });
+  const help = await helpMs();
   const guest = await bootGuest({ bare: true, name: `bench-overhead-${process.pid}` });
   const rows: OverheadRow[] = [];
+  let drgn: DrgnRow | Error;
   try {
     await createContainers(guest, CONTAINERS);
     rows.push(await measure(guest, '--json (stdout drained)', 1, ['--json']));
     rows.push(await measure(guest, '--json (stdout drained)', 10, ['--json']));
     rows.push(await measure(guest, '--quiet --prometheus, scraped every 1 s', 10, ['--quiet', '--prometheus', '127.0.0.1:0']));
+    drgn = await benchDrgn(guest, RELEASE).catch((e: Error) => e);
   } finally {
     await guest.stop();
   }
   log(`overhead: \`ciel monitor\` as a subprocess, ${CONTAINERS} containers in a TCG guest, CPU from /proc/<pid>/stat over ~${WINDOW_S} s after ${WARMUP_S} s of warm-up`);
-  log('| output | rate | containers sampled | CPU % of one core | RSS MiB (anon / guest RAM touched / files) | peak RSS MiB | samples in window | median sample us |');
-  log('|---|---|---|---|---|---|---|---|');
+  log('| output | rate | containers sampled | CPU % of one core | RSS MiB (anon / guest RAM touched / files) | peak RSS MiB | samples in window | median sample us | start to first sample ms |');
+  log('|---|---|---|---|---|---|---|---|---|');
   for (const r of rows)
     log(
-      `| ${r.mode} | ${r.rateHz} Hz | ${r.sampled} | ${r.cpuPercent} | ${r.rssMiB} (${r.anonMiB} / ${r.shmemMiB} / ${r.fileMiB}) | ${r.peakRssMiB} | ${r.samples} | ${Number.isNaN(r.medianSampleUs) ? '-' : r.medianSampleUs} |`,
+      `| ${r.mode} | ${r.rateHz} Hz | ${r.sampled} | ${r.cpuPercent} | ${r.rssMiB} (${r.anonMiB} / ${r.shmemMiB} / ${r.fileMiB}) | ${r.peakRssMiB} | ${r.samples} | ${Number.isNaN(r.medianSampleUs) ? '-' : r.medianSampleUs} | ${Number.isNaN(r.firstSampleMs) ? '-' : r.firstSampleMs} |`,
     );
+  const r10 = rows[1];
+  log(`targets: RSS <= 60 MiB at 10 Hz -> ${r10.rssMiB <= 60 ? 'met' : 'NOT met'} (${r10.rssMiB}); start to first sample <= 150 ms -> ${r10.firstSampleMs <= 150 ? 'met' : 'NOT met'} (${r10.firstSampleMs}); \`ciel --help\` <= 150 ms -> ${help <= 150 ? 'met' : 'NOT met'} (${help} ms, median of 10)`);
+  if (drgn instanceof Error) log(`drgn baseline not measured: ${drgn.message}`);
+  else {
+    log(`peer: drgn ${drgn.drgnVersion} vs \`ciel monitor --vmcore\`, the same ${drgn.containers} containers' CPU and memory from dumps of the same paused guest (${drgn.mismatches} containers differ)`);
+    log('| reader | start-up ms | peak RSS MiB | one sample ms |');
+    log('|---|---|---|---|');
+    log(`| drgn (python3, DWARF from the -dbg package) | ${drgn.drgnStartMs} | ${drgn.drgnPeakRssMiB} | ${drgn.drgnSampleMs} |`);
+    log(`| ciel monitor --vmcore | ${drgn.cielStartMs} | ${drgn.cielPeakRssMiB} | ${drgn.cielSampleMs} |`);
+  }
   return rows;
 }
 

@@ -87,7 +87,15 @@ export class QmpClient extends EventEmitter {
       const s = connect(socketPath(this.socketPath));
       const timer = setTimeout(() => {
         s.destroy();
-        reject(new QmpError(this.socketPath, 'connect', `no greeting within ${timeoutMs} ms`));
+        reject(
+          new QmpError(
+            this.socketPath,
+            'connect',
+            // QEMU accepts a second connection on a QMP socket but greets it only when the first one leaves.
+            `no greeting within ${timeoutMs} ms: QMP serves one client at a time, so another client (a provisioner, libvirt, ` +
+              `another ciel) probably holds this socket; give QEMU a second -qmp socket for Ciel`,
+          ),
+        );
       }, timeoutMs);
       s.setEncoding('utf8');
       s.on('error', (err: NodeJS.ErrnoException) => {

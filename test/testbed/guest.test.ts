@@ -140,6 +140,11 @@ describe('test guest, cgroup v2', () => {
     expect(r.cr3 % 4096n).toBe(0n);
   });
 
+  it('QMP: a second client is told that another one holds the socket', async () => {
+    // `be` holds the guest's only QMP socket; QEMU accepts the second connection but never greets it
+    await expect(QmpClient.connect(g.qmpSocket, 1000)).rejects.toThrow(/no greeting within 1000 ms: QMP serves one client at a time, so another client/);
+  });
+
   it('stop/cont: paused guest memory stands still, timed', async () => {
     // compare the kernel image's memory (its .data/.bss hold jiffies, per-CPU stats, ...): where VMCOREINFO says
     // the kernel was loaded (__pa(_text) = 16 MiB + slide + phys_base), 64 MiB or up to the end of RAM

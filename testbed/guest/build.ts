@@ -13,7 +13,7 @@ export { cpioNewc, ensureImageDeb, ensureKernel, KERNEL_RELEASE, moduleDepends, 
 import { GUEST_CONTAINERS, type Role } from './containers.ts';
 
 /** Modules the guest loads; their dependencies are added from each .ko's modinfo `depends=`. */
-export const GUEST_MODULES = ['veth', 'virtio_blk', 'virtio_pci', 'e1000']; // e1000: an optional NIC on a test bridge
+export const GUEST_MODULES = ['veth', 'virtio_blk', 'virtio_pci', 'e1000', 'qemu_fw_cfg']; // e1000: an optional NIC on a test bridge; qemu_fw_cfg: tells QEMU's vmcoreinfo device where VMCOREINFO is, so dumps carry it (drgn needs that note)
 const HERE = dirname(fileURLToPath(import.meta.url));
 const BUILDER_VERSION = '2'; // bump when the initramfs layout changes (cache key)
 
