@@ -5,7 +5,7 @@
 // Registering the command (for `ciel --help`) loads only commander and a few small modules: the loop,
 // the exporter and the native runtime are imported inside the action, when the command runs.
 import type { Command } from 'commander';
-import { CielError, VmError } from '../common/errors.ts';
+import { CielError, UsageError, VmError } from '../common/errors.ts';
 import { parseInterval } from '../common/interval.ts';
 import { DEFAULT_HOST, DEFAULT_PORT, parseListen } from '../monitor/listen-address.ts';
 import type { ErrorKind, MonitoredVm, NamedSample } from '../monitor/loop.ts';
@@ -85,14 +85,14 @@ export function registerMonitor(program: Command): void {
     .addHelpText('after', HELP_AFTER)
     .action(async (o: MonitorCliOptions, cmd: Command) => {
       const count = o.count === undefined ? undefined : Number(o.count);
-      if (count !== undefined && !(Number.isInteger(count) && count > 0)) throw new CielError(`--count must be a positive integer, not '${o.count}'`);
+      if (count !== undefined && !(Number.isInteger(count) && count > 0)) throw new UsageError('--count', `--count must be a positive integer, not '${o.count}'`);
       const intervalGiven = cmd.getOptionValueSource('interval') === 'cli';
       const intervalMs = parseInterval(o.interval);
       const vms = await targets(o, intervalMs, intervalGiven);
       const single = !o.config;
       const oneShot = vms.every((v) => v.backend === 'vmcore');
-      if (oneShot && o.prometheus) throw new CielError('--prometheus needs a live VM (--vmcore prints one sample and exits)');
-      if (o.quiet && o.json) throw new CielError('--quiet and --json contradict each other');
+      if (oneShot && o.prometheus) throw new UsageError('--prometheus', '--prometheus needs a live VM (--vmcore prints one sample and exits)');
+      if (o.quiet && o.json) throw new UsageError('--quiet', '--quiet and --json contradict each other');
 
       const [{ runVms }, { LiveTable }, { RateTracker }] = await Promise.all([
         import('../monitor/loop.ts'),
@@ -168,11 +168,11 @@ export function registerMonitor(program: Command): void {
 /** The VMs the options name. */
 async function targets(o: MonitorCliOptions, intervalMs: number, intervalGiven: boolean): Promise<MonitoredVm[]> {
   const given = [o.config && '--config', o.vmcore && '--vmcore', o.xen && '--xen', (o.qemu || o.memory) && (o.qemu ? '--qemu' : '--memory')].filter(Boolean);
-  if (given.length === 0) throw new CielError('monitor needs a target: --qemu SOCKET --memory FILE, --memory FILE, --vmcore FILE, --xen DOMID or --config FILE (see --help)');
-  if (given.length > 1) throw new CielError(`give one target, not ${given.join(' and ')}`);
+  if (given.length === 0) throw new UsageError('target', 'monitor needs a target: --qemu SOCKET --memory FILE, --memory FILE, --vmcore FILE, --xen DOMID or --config FILE (see --help)');
+  if (given.length > 1) throw new UsageError('target', `give one target, not ${given.join(' and ')}`);
   if (o.config) {
     for (const [flag, v] of [['--kernel', o.kernel], ['--disk', o.disk], ['--vm', o.vm]] as const)
-      if (v !== undefined) throw new CielError(`${flag} does not go with --config (set it per VM in the file)`);
+      if (v !== undefined) throw new UsageError(flag, `${flag} does not go with --config (set it per VM in the file)`);
     const { loadConfig } = await import('../monitor/config.ts');
     return loadConfig(o.config).vms.map((v) => ({
       ...vmTarget(v),
@@ -186,24 +186,24 @@ async function targets(o: MonitorCliOptions, intervalMs: number, intervalGiven: 
   const base = { name, kernel: o.kernel };
   const vm = (t: Parameters<typeof vmTarget>[0]): MonitoredVm => ({ ...vmTarget(t), disk: o.disk, intervalMs, consistent: o.consistent });
   const needKernel = () => {
-    if (!o.kernel) throw new CielError('give the guest kernel release: --kernel RELEASE (e.g. 6.1.0-56-amd64)');
+    if (!o.kernel) throw new UsageError('--kernel', 'give the guest kernel release: --kernel RELEASE (e.g. 6.1.0-56-amd64)');
   };
   if (o.vmcore) {
-    if (o.consistent) throw new CielError('--consistent makes no sense for a dump (it is already still)');
+    if (o.consistent) throw new UsageError('--consistent', '--consistent makes no sense for a dump (it is already still)');
     return [vm({ ...base, backend: 'vmcore', vmcore: o.vmcore })];
   }
   if (o.xen) {
     const domid = Number(o.xen);
-    if (!/^\d+$/.test(o.xen) || domid < 1 || domid > 0x7fef) throw new CielError(`--xen wants a guest domain id 1..32751, not '${o.xen}'`);
+    if (!/^\d+$/.test(o.xen) || domid < 1 || domid > 0x7fef) throw new UsageError('--xen', `--xen wants a guest domain id 1..32751, not '${o.xen}'`);
     needKernel();
     return [vm({ ...base, backend: 'xen', domid })];
   }
   needKernel();
   if (o.qemu) {
-    if (!o.memory) throw new CielError('--qemu needs --memory FILE too (the guest RAM file)');
+    if (!o.memory) throw new UsageError('--memory', '--qemu needs --memory FILE too (the guest RAM file)');
     return [vm({ ...base, backend: 'qemu', qmp: o.qemu, memory: o.memory })];
   }
-  if (o.consistent) throw new CielError('--consistent needs --qemu (a memory file alone cannot pause the guest)');
+  if (o.consistent) throw new UsageError('--consistent', '--consistent needs --qemu (a memory file alone cannot pause the guest)');
   return [vm({ ...base, backend: 'raw', memory: o.memory })];
 }
 

@@ -1,11 +1,11 @@
 // The time syntax of --interval (`ciel monitor`, `ciel autoscale`): one parser for both commands.
-import { CielError } from './errors.ts';
+import { UsageError } from './errors.ts';
 
 /** "1s", "250ms", "0.5s", "2m", or a bare number of seconds, in milliseconds. */
 export function parseInterval(text: string): number {
   const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(text.trim());
-  if (!m) throw new CielError(`bad interval '${text}' (examples: 1s, 250ms, 0.1s)`);
+  if (!m) throw new UsageError('--interval', `bad interval '${text}' (examples: 1s, 250ms, 0.1s)`);
   const n = Number(m[1]) * (m[2] === 'ms' ? 1 : m[2] === 'm' ? 60_000 : 1000);
-  if (n < 1) throw new CielError(`interval '${text}' is shorter than 1 ms`);
+  if (n < 1) throw new UsageError('--interval', `interval '${text}' is shorter than 1 ms`);
   return n;
 }
