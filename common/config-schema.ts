@@ -93,17 +93,26 @@ export function fieldPath(p: readonly (string | number)[]): string {
 
 /**
  * Validate `raw` against `schema`, or throw a BadFieldError naming `file` and the field. When several
- * fields are wrong, the message names one: an unknown field first (most likely a typo that explains
- * the rest), else the first in the file's field order.
+ * fields are wrong, the error's field is one of them: an unknown field first (most likely a typo that
+ * explains the rest), else the first in the file's field order; the others follow on lines of their own.
  */
 export function parseWith<S extends z.ZodTypeAny>(schema: S, raw: unknown, file: string): z.output<S> {
   const r = schema.safeParse(raw);
   if (r.success) return r.data;
   const issues = r.error.issues;
-  const issue = issues.find((i) => i.code === 'unrecognized_keys') ?? issues[0]!;
   // an unknown field is reported at its own path, not its object's
-  const at = issue.code === 'unrecognized_keys' ? [...issue.path, issue.keys[0]!] : issue.path;
-  throw new BadFieldError(file, fieldPath(at), issue.message);
+  const at = (i: z.ZodIssue) => fieldPath(i.code === 'unrecognized_keys' ? [...i.path, i.keys[0]!] : i.path);
+  const first = issues.find((i) => i.code === 'unrecognized_keys') ?? issues[0]!;
+  // the other fields that are wrong too, one line each (a field's first problem only)
+  const seen = new Set([at(first)]);
+  const more: string[] = [];
+  for (const i of issues) {
+    const f = at(i);
+    if (seen.has(f)) continue;
+    seen.add(f);
+    more.push(`\n  also ${f}: ${i.message}`);
+  }
+  throw new BadFieldError(file, at(first), first.message + more.join(''));
 }
 
 /** JSON.parse with a BadInputError naming the file and the line:column of a syntax error. */

@@ -156,6 +156,22 @@ describe('ciel autoscale config: errors name the file and the field', () => {
     expect(err(cfg((x) => (x.policy.capacities = { netBytesPerSec: 0 })))).toBe(`${FILE}: policy.capacities.netBytesPerSec: must be a number of bytes per second > 0 (got number 0)`);
   });
 
+  it('several wrong fields: the unknown one first, each other on a line of its own', () => {
+    expect(
+      err(
+        cfg((x) => {
+          x.vms[0].kernel = 'latest';
+          x.policy.policies[0].target = 2;
+          x.policy.bogus = 1;
+        }),
+      ),
+    ).toBe(
+      `${FILE}: policy.bogus: unknown field (known: policies, capacities, tolerance, scaleUpCooldownMs, scaleDownWindowMs, minReplicas, maxReplicas, trendPoints, trendHorizonS, trendMinShare, maxRateGapMs)\n` +
+        `  also vms[0].kernel: must be a kernel release like 6.1.0-56-amd64 (got "latest")\n` +
+        `  also policy.policies[0].target: must be a fraction > 0 and <= 1 (0.7 = 70 %) (got number 2)`,
+    );
+  });
+
   it('top level: interval and containerBaseline', () => {
     expect(err(cfg((x) => (x.interval = 0)))).toBe(`${FILE}: interval: must be a number of seconds between 0.01 and 86400 (got number 0)`);
     expect(err(cfg((x) => (x.containerBaseline = 'lazy')))).toBe(`${FILE}: containerBaseline: must be one of kept, on-demand (got "lazy")`);

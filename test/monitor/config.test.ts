@@ -44,7 +44,8 @@ describe('config', () => {
     expect(err({})).toBe(`${F}: vms: missing`);
     expect(err({ vms: [] })).toBe(`${F}: vms: must list at least one VM`);
     expect(err({ vms: {} })).toBe(`${F}: vms: must be an array (got an object)`);
-    expect(err({ vms: [], extra: 1 })).toBe(`${F}: extra: unknown field (expected only "vms")`);
+    // every wrong field is named: the unknown one first, the others on lines of their own
+    expect(err({ vms: [], extra: 1 })).toBe(`${F}: extra: unknown field (expected only "vms")\n  also vms: must list at least one VM`);
     expect(err(vm({ backend: 'kvm' }))).toBe(`${F}: vms[0].backend: must be one of qemu, vmcore, xen, raw (got "kvm")`);
     expect(err(vm({ name: undefined }))).toBe(`${F}: vms[0].name: missing`);
     expect(err(vm({ name: 'a b' }))).toBe(`${F}: vms[0].name: must be letters, digits, '.', '_' or '-' (got "a b")`);
