@@ -4,7 +4,7 @@
 // options, starts this, prints its events and turns its outcome into an exit status.
 //
 // Failures are typed so the CLI can map them: a missing build or file the config names is a
-// CielError / BadFieldError (bad input), a VM that cannot be attached or read, or a provisioner that
+// BadInputError / BadFieldError (bad input), a VM that cannot be attached or read, or a provisioner that
 // cannot be set up, is a StartError (could not start).
 
 import { accessSync, constants, existsSync, readFileSync } from 'node:fs';
