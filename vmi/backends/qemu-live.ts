@@ -63,8 +63,13 @@ export class QemuLiveBackend implements MemoryBackend {
   private closed = false;
   private pausedAt = 0;
   private pauseStopMs = 0;
-  /** set when QEMU reported a reset/shutdown since open: memory contents are not the guest we opened */
+  /** set when QEMU reported a reset since open: memory contents are not the guest we opened */
   private resetReason: string | null = null;
+  /**
+   * set when QEMU reported a shutdown since open (the guest powered off, or QEMU was told to quit: a
+   * signal, `quit`): QEMU is going away, unlike after a reset there is no guest to attach to again now
+   */
+  private shutdownReason: string | null = null;
   /** set when the QMP connection closed: QEMU exited */
   private goneReason: string | null = null;
   /** timing of the last pause()/resume() pair */
@@ -82,7 +87,9 @@ export class QemuLiveBackend implements MemoryBackend {
     this.vm = vm;
     this.rangesList = layout.map((r) => ({ gpa: r.gpa, length: r.length, host: map.host + r.fileOffset }));
     qmp.on('event', (e: QmpEvent) => {
-      if (e.event === 'RESET' || e.event === 'SHUTDOWN') this.resetReason ??= `guest ${e.event.toLowerCase()} (${JSON.stringify(e.data ?? {})})`;
+      const what = `guest ${e.event.toLowerCase()} (${JSON.stringify(e.data ?? {})})`;
+      if (e.event === 'RESET') this.resetReason ??= what;
+      if (e.event === 'SHUTDOWN') this.shutdownReason ??= what;
     });
     // QEMU keeps no socket open once it exits: its RAM file then holds a dead guest's memory
     qmp.on('close', (why: string) => {
@@ -214,10 +221,16 @@ export class QemuLiveBackend implements MemoryBackend {
   }
 
   private assertNotReset(): void {
+    if (this.shutdownReason) throw this.shutDown();
     if (this.resetReason) throw new GuestStateError(this.vm, 'reset', `${this.resetReason} since the backend was opened; reopen it`);
   }
 
+  private shutDown(): GuestStateError {
+    return new GuestStateError(this.vm, 'shutdown', `QEMU is shutting the guest down: ${this.shutdownReason}`);
+  }
+
   private gone(e: unknown): Error {
+    if (this.shutdownReason) return this.shutDown();
     if (this.resetReason) return new GuestStateError(this.vm, 'reset', `${this.resetReason}; reopen the backend`);
     if (e instanceof QmpError && this.qmp.closed) return new GuestStateError(this.vm, 'gone', `QEMU is gone: ${e.message}`);
     return e as Error;
