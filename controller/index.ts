@@ -11,3 +11,5 @@ export {
   type ReplicaProvisioner,
   type VmStatsSource,
 } from './autoscaler.ts';
+export { utilisation, vmUsage, containerUsage, vmCapacity, type Usage, type Capacity } from './utilisation.ts';
+export { AutoscaleService, StartError, type AutoscaleServiceOptions } from './service.ts';
