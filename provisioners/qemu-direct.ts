@@ -30,6 +30,7 @@ import type { VmStats } from '../vmstats/vm-stats.ts';
 import { cloneDisk } from './disk-clone.ts';
 import { ProvisionError } from './errors.ts';
 import { GuestChannel } from './guest-channel.ts';
+import { killOnExit } from './kill-on-exit.ts';
 import { newMac } from './mac.ts';
 import { VmPool, type PoolOptions } from './pool.ts';
 import { checkName, readyLine, type Vm, type VmSpec } from './provisioner.ts';
@@ -84,20 +85,6 @@ interface Rec {
   /** per-thread CPU clock of the running QEMU (vmStats) */
   proc?: QemuProcStats;
   stderr: string;
-}
-
-const live = new Set<ChildProcess>();
-let exitHook = false;
-function track(c: ChildProcess): void {
-  live.add(c);
-  c.once('exit', () => live.delete(c));
-  if (!exitHook) {
-    exitHook = true;
-    // never leave QEMU processes behind when the test/daemon process dies
-    process.once('exit', () => {
-      for (const p of live) p.kill('SIGKILL');
-    });
-  }
 }
 
 /** The VM primitives over QEMU processes. */
@@ -189,7 +176,7 @@ export class QemuDirectVms implements VmBackend {
       // QEMU ignores SIGPIPE: once this process is gone its writes to stderr fail harmlessly
       child.unref();
       (child.stderr as unknown as { unref?: () => void }).unref?.();
-    } else track(child);
+    } else killOnExit(child);
     r.child = child;
     r.stderr = '';
     child.stderr!.setEncoding('utf8');
