@@ -163,13 +163,11 @@ export async function runAutoscale(o: AutoscaleCliOptions): Promise<number> {
   // the exporter sees what the controller samples: every interval with containerBaseline "kept"
   let exporter: import('../monitor/prometheus.ts').PrometheusExporter | undefined;
   if (listen) {
-    const { PrometheusExporter } = await import('../monitor/prometheus.ts');
+    const { PrometheusExporter, EVERY_INTERFACE_WARNING } = await import('../monitor/prometheus.ts');
     exporter = new PrometheusExporter(listen);
     exporter.expectVms(cfg.vms.map((v) => v.name));
-    const a = await exporter.listen().catch((e: Error) => {
-      throw new UsageError('--prometheus', `--prometheus ${o.prometheus}: cannot listen: ${e.message}`);
-    });
-    say(`metrics at ${a.url}`);
+    const a = await exporter.listen();
+    say(`metrics at ${a.url}${a.everyInterface ? EVERY_INTERFACE_WARNING : ''}`);
   }
   const closeExporter = () => exporter?.close().catch((e: Error) => say(`closing the metrics server: ${e.message}`));
 

@@ -5,7 +5,8 @@
 // Registering the command (for `ciel --help`) loads only commander and a few small modules: the loop,
 // the exporter and the native runtime are imported inside the action, when the command runs.
 import type { Command } from 'commander';
-import { CielError, UsageError, VmError } from '../common/errors.ts';
+import { existsSync } from 'node:fs';
+import { BadFieldError, CielError, UsageError, VmError } from '../common/errors.ts';
 import { parseInterval } from '../common/interval.ts';
 import { DEFAULT_HOST, DEFAULT_PORT, parseListen } from '../monitor/listen-address.ts';
 import type { ErrorKind, MonitoredVm, NamedSample } from '../monitor/loop.ts';
@@ -93,6 +94,7 @@ export function registerMonitor(program: Command): void {
       const oneShot = vms.every((v) => v.backend === 'vmcore');
       if (oneShot && o.prometheus) throw new UsageError('--prometheus', '--prometheus needs a live VM (--vmcore prints one sample and exits)');
       if (o.quiet && o.json) throw new UsageError('--quiet', '--quiet and --json contradict each other');
+      if (o.quiet && !o.prometheus) throw new UsageError('--quiet', '--quiet prints nothing: it only makes sense with --prometheus');
 
       const [{ runVms }, { LiveTable }, { RateTracker }] = await Promise.all([
         import('../monitor/loop.ts'),
@@ -114,11 +116,11 @@ export function registerMonitor(program: Command): void {
 
       let exporter: import('../monitor/prometheus.ts').PrometheusExporter | undefined;
       if (o.prometheus) {
-        const { PrometheusExporter } = await import('../monitor/prometheus.ts');
+        const { PrometheusExporter, EVERY_INTERFACE_WARNING } = await import('../monitor/prometheus.ts');
         exporter = new PrometheusExporter(parseListen(o.prometheus));
         exporter.expectVms(vms.map((v) => v.name));
         const a = await exporter.listen();
-        process.stderr.write(`ciel monitor: metrics at ${a.url}\n`);
+        process.stderr.write(`ciel monitor: metrics at ${a.url}${a.everyInterface ? EVERY_INTERFACE_WARNING : ''}\n`);
       }
       const tracker = new RateTracker();
       const table = o.json || o.quiet || oneShot ? undefined : new LiveTable(process.stdout);
@@ -147,7 +149,7 @@ export function registerMonitor(program: Command): void {
               if (!single || process.stderr.isTTY) say(vm, m);
             },
           },
-          { count, signal: ac.signal, failFast: single },
+          { count, signal: ac.signal, failFast: single, endWhenGone: single },
         );
       } finally {
         process.off('SIGINT', stop);
@@ -174,7 +176,12 @@ async function targets(o: MonitorCliOptions, intervalMs: number, intervalGiven: 
     for (const [flag, v] of [['--kernel', o.kernel], ['--disk', o.disk], ['--vm', o.vm]] as const)
       if (v !== undefined) throw new UsageError(flag, `${flag} does not go with --config (set it per VM in the file)`);
     const { loadConfig } = await import('../monitor/config.ts');
-    return loadConfig(o.config).vms.map((v) => ({
+    const cfg = loadConfig(o.config);
+    // a disk that is not there gives no names, ever: say so at start instead of warning every refresh
+    cfg.vms.forEach((v, i) => {
+      if (v.disk !== undefined && !existsSync(v.disk)) throw new BadFieldError(o.config!, `vms[${i}].disk`, `no such file: ${v.disk}`);
+    });
+    return cfg.vms.map((v) => ({
       ...vmTarget(v),
       disk: v.disk,
       intervalMs: intervalGiven ? intervalMs : v.interval * 1000,
@@ -182,6 +189,7 @@ async function targets(o: MonitorCliOptions, intervalMs: number, intervalGiven: 
       consistent: o.consistent,
     }));
   }
+  if (o.disk !== undefined && !existsSync(o.disk)) throw new UsageError('--disk', `--disk: no such file: ${o.disk}`);
   const name = o.vm ?? 'vm';
   const base = { name, kernel: o.kernel };
   const vm = (t: Parameters<typeof vmTarget>[0]): MonitoredVm => ({ ...vmTarget(t), disk: o.disk, intervalMs, consistent: o.consistent });

@@ -51,6 +51,9 @@ export interface LoopOptions {
   retryMaxMs?: number;
   /** a failure to attach on the very first attempt ends that VM's loop with the error (single-VM command line) */
   failFast?: boolean;
+  /** a VM that went away (QEMU exited) ends its loop with the error instead of being retried (single-VM
+   *  command line: nobody will start that QEMU again under the same socket; a --config daemon retries) */
+  endWhenGone?: boolean;
 }
 
 export interface VmResult {
@@ -166,6 +169,10 @@ export async function runVm(vm: MonitoredVm, h: LoopHandlers, o: LoopOptions = {
           continue;
         }
         if (r === 'gone') {
+          if (o.endWhenGone) {
+            res.fatal = err;
+            return res;
+          }
           h.onNote?.(vm.name, 'detached; retrying');
           await waitBackoff();
           continue;

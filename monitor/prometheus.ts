@@ -23,6 +23,7 @@ import type { AddressInfo } from 'node:net';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { ContainerSample, Sample } from '../vmi/sample.ts';
 import type { ContainerInfo, SampleObserver, SessionSample } from '../vmi/session.ts';
+import { UsageError } from '../common/errors.ts';
 import { DEFAULT_HOST, DEFAULT_PORT } from './listen-address.ts';
 
 export type { ContainerInfo };
@@ -182,7 +183,7 @@ export class PrometheusExporter implements SampleObserver {
   }
 
   /** Serve GET /metrics. Resolves with the address actually bound (port 0 -> the chosen port). */
-  listen(): Promise<{ host: string; port: number; url: string }> {
+  listen(): Promise<{ host: string; port: number; url: string; everyInterface: boolean }> {
     const host = this.opts.host ?? DEFAULT_HOST;
     const port = this.opts.port ?? DEFAULT_PORT;
     const server = createServer((req, res) => {
@@ -207,12 +208,12 @@ export class PrometheusExporter implements SampleObserver {
     });
     this.server = server;
     return new Promise((resolve, reject) => {
-      server.once('error', reject);
+      server.once('error', (e: NodeJS.ErrnoException) => reject(listenError(host, port, e)));
       server.listen(port, host, () => {
         server.off('error', reject);
         const a = server.address() as AddressInfo;
         const h = a.family === 'IPv6' ? `[${a.address}]` : a.address;
-        resolve({ host: a.address, port: a.port, url: `http://${h}:${a.port}/metrics` });
+        resolve({ host: a.address, port: a.port, url: `http://${h}:${a.port}/metrics`, everyInterface: isWildcardHost(a.address) });
       });
     });
   }
@@ -226,4 +227,26 @@ export class PrometheusExporter implements SampleObserver {
       s.closeAllConnections();
     });
   }
+}
+
+/** Why `--prometheus HOST:PORT` cannot be served, in the user's words (not a Node stack trace). */
+export function listenError(host: string, port: number, e: NodeJS.ErrnoException): UsageError {
+  const where = `${host.includes(':') ? `[${host}]` : host}:${port}`;
+  const why: Record<string, string> = {
+    EADDRINUSE: 'the port is in use (another exporter, or a second ciel on it?)',
+    EADDRNOTAVAIL: 'that address is not one of this machine\'s',
+    EACCES: 'no permission to bind that port (ports below 1024 need root)',
+    ENOTFOUND: 'unknown host name',
+    EAI_AGAIN: 'the host name could not be resolved',
+  };
+  return new UsageError('--prometheus', `cannot serve metrics on ${where}: ${why[e.code ?? ''] ?? e.message}`);
+}
+
+/** Said after the URL when the exporter listens on every interface. */
+export const EVERY_INTERFACE_WARNING =
+  ' (WARNING: every interface: anyone who reaches this host can read the container names, images and usage; give 127.0.0.1:PORT to keep it local)';
+
+/** True when HOST serves every interface: metrics (container names and usage) are then open to the network. */
+export function isWildcardHost(host: string): boolean {
+  return host === '0.0.0.0' || host === '::' || host === '[::]' || host === '';
 }
