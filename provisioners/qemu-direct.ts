@@ -21,6 +21,7 @@ import { existsSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { chooseAccel } from '../common/accel.ts';
 import { cacheDir } from '../common/cache.ts';
+import { ensurePrivateDir, privateShmDir } from '../common/private-dir.ts';
 import { ToolError } from '../common/errors.ts';
 import { abortableSleep as sleep } from '../common/sleep.ts';
 import { QmpClient } from '../vmi/qmp.ts';
@@ -41,7 +42,7 @@ import type { WarmImage } from './warm-identity.ts';
 export interface QemuDirectOptions extends PoolOptions {
   /** qcow2 template disk */
   template: string;
-  /** where clones' disks, serial logs and QMP sockets go; default cacheDir('qemu-direct') */
+  /** where clones' disks, serial logs, memory snapshots and QMP sockets go (made 0700); default cacheDir('qemu-direct') */
   dir?: string;
   qemu?: string;
   /** QEMU -accel value; default from common/accel.ts (KVM only with vmx/svm, else TCG) */
@@ -50,7 +51,7 @@ export interface QemuDirectOptions extends PoolOptions {
   cpu?: string;
   /** wait for the ready line (and a restore) at most this long; default 90 000 ms */
   bootTimeoutMs?: number;
-  /** directory for the shared guest-RAM files; default /dev/shm; null: anonymous RAM (not readable) */
+  /** directory for the shared guest-RAM files (made 0700); default /dev/shm/ciel-<uid>; null: anonymous RAM (not readable) */
   ramDir?: string | null;
   /** extra QEMU arguments per VM, e.g. a tap NIC on a bridge inside a network namespace */
   extraArgs?: (vm: Vm, mac: string) => string[];
@@ -94,7 +95,7 @@ export class QemuDirectVms implements VmBackend {
   private readonly dir: string;
 
   constructor(private readonly o: QemuDirectOptions) {
-    this.dir = o.dir ?? cacheDir('qemu-direct');
+    this.dir = ensurePrivateDir(o.dir ?? cacheDir('qemu-direct'));
   }
 
   private rec(vm: Vm): Rec {
@@ -149,7 +150,7 @@ export class QemuDirectVms implements VmBackend {
       '-device', 'isa-serial,chardev=ctl0',
     ];
     if (r.incoming) a.push('-incoming', `exec:cat '${r.incoming.replace(/'/g, `'\\''`)}'`);
-    const ramDir = this.o.ramDir === undefined ? '/dev/shm' : this.o.ramDir;
+    const ramDir = this.o.ramDir === undefined ? privateShmDir() : this.o.ramDir && ensurePrivateDir(this.o.ramDir);
     if (ramDir) {
       vm.ramFile = join(ramDir, `ciel-${vm.name}.ram`);
       a.push('-object', `memory-backend-file,id=ram0,size=${s.memMiB}M,mem-path=${vm.ramFile},share=on`, '-machine', 'pc,memory-backend=ram0');

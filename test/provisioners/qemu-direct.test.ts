@@ -2,6 +2,7 @@
 // reuse it (resume from pause, and boot a stopped one for another container). Real QEMU (TCG).
 
 import { existsSync, readFileSync, statSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cacheDir } from '../../common/cache.ts';
@@ -34,6 +35,11 @@ describe('QEMU-direct provisioner', () => {
     const info = JSON.parse((await execa('qemu-img', ['info', '--output=json', '-U', a.vm.disk])).stdout) as { 'backing-filename'?: string };
     expect(info['backing-filename']).toBe(guest.template);
     expect(a.vm.ramFile && existsSync(a.vm.ramFile)).toBe(true);
+    // guest memory is private: the RAM file (QEMU makes it 0644) and the overlay, QMP and control
+    // sockets sit in folders only their owner can enter
+    expect(statSync(dirname(a.vm.ramFile!)).mode & 0o777).toBe(0o700);
+    expect(dirname(a.vm.ramFile!)).toBe(`/dev/shm/ciel-${process.getuid!()}`);
+    expect(statSync(dirname(a.vm.disk)).mode & 0o777).toBe(0o700);
     timings.clone_ms = Math.round(a.clone_ms);
     timings.boot_ms = Math.round(a.boot_ms);
 
