@@ -21,6 +21,7 @@ import { DryRunProvisioner } from './dry-run.ts';
 import { HookBalancer, NO_BALANCER } from './hook-balancer.ts';
 import { PolicyEngine } from './policy.ts';
 import { ReplicaAddresses } from './replica-addresses.ts';
+import { checkTemplateDomain } from '../provisioners/libvirt.ts';
 import { makeProvisioner, replicaSpec } from './replica-provisioner.ts';
 import type { ControllerEvent } from './types.ts';
 import { vmLevelSource } from './vm-level-source.ts';
@@ -130,7 +131,13 @@ export class AutoscaleService {
 
   /** Check the host, attach every VM, set up the provisioner and balancer. Nothing runs yet. */
   static async start(o: AutoscaleServiceOptions): Promise<AutoscaleService> {
-    checkHost(o.config, o.configFile, !(o.dryRun || !o.config.provisioner));
+    const real = !(o.dryRun || !o.config.provisioner);
+    checkHost(o.config, o.configFile, real);
+    const p = o.config.provisioner;
+    if (real && p?.kind === 'libvirt')
+      await checkTemplateDomain(p.template, p.uri).catch((e: Error) => {
+        throw new StartError(undefined, `provisioner.template: ${e.message}`);
+      });
     const s = new AutoscaleService(o);
     try {
       await s.attach();

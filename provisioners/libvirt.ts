@@ -334,6 +334,21 @@ export class LibvirtVms implements VmBackend {
 }
 
 /** The libvirt provisioner: the pool (pool.ts) over libvirt domains. */
+/**
+ * Before anything depends on it: the template domain answers at `uri` (libvirtd running, domain defined).
+ * A config naming a template that is not there fails at start, not at the first scale-out.
+ */
+export async function checkTemplateDomain(template: string, uri = DEFAULT_URI): Promise<void> {
+  try {
+    await tool('virsh', ['-c', uri, 'dominfo', template]);
+  } catch (e) {
+    const why = ((e as Error).message.split('\n').find((l) => /error:/.test(l) && !/^error: failed to get domain/.test(l.trim())) ?? (e as Error).message)
+      .replace(/^.*?error:\s*/, '')
+      .trim();
+    throw new ProvisionError(template, 'preflight', `libvirt template domain ${template} at ${uri} is not usable: ${why}`);
+  }
+}
+
 export class LibvirtProvisioner extends VmPool<LibvirtVms> {
   constructor(o: LibvirtOptions) {
     super(new LibvirtVms(o), o);

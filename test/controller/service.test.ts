@@ -1,13 +1,14 @@
 // controller/service.ts: what `ciel autoscale` does before its loop runs, without a guest. A missing
 // monitor build or a file the config names is bad input (exit 1), a VM whose VM-level stats cannot
 // be read is a StartError naming the VM (exit 2); the CLI maps them to those statuses.
-// Needs a monitor build of 6.1.0-56-amd64 (CIEL_GENERATED=/work/main/generated); skipped without one.
+// Needs a monitor build of 6.1.0-56-amd64: built first when missing.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildMonitor } from '../../compiler/build.ts';
 import { GENERATED, hasBuild } from '../../common/build-artifact.ts';
 import { BadFieldError, BadInputError } from '../../common/errors.ts';
 import { validateAutoscaleConfig } from '../../controller/config.ts';
@@ -31,7 +32,21 @@ const raw = (edit: (c: any) => void = () => {}) => {
 const start = (c: unknown, dryRun = true) =>
   AutoscaleService.start({ config: validateAutoscaleConfig(c, join(dir, 'a.json')), configFile: join(dir, 'a.json'), intervalMs: 1000, dryRun, destroyOnExit: false, emit: () => {}, say: () => {} });
 
-describe.skipIf(!hasBuild(RELEASE))('AutoscaleService.start', () => {
+beforeAll(async () => {
+  if (!hasBuild(RELEASE)) await buildMonitor({ release: RELEASE });
+}, 600_000);
+
+describe('AutoscaleService.start', () => {
+  it('a libvirt template domain that does not answer: StartError at start, not at the first scale-out', async () => {
+    for (const f of ['vmlinuz', 'initrd']) writeFileSync(join(dir, f), '');
+    const c = raw((x) => (x.provisioner = { kind: 'libvirt', template: 'ciel-no-such-template', kernel: 'vmlinuz', initrd: 'initrd', cmdline: '{container}', vcpus: 1, memMiB: 64 }));
+    const err = await start(c, false).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(StartError);
+    expect((err as StartError).vm).toBeUndefined();
+    // libvirtd may be down (cannot connect) or up (no such domain): either way, said at start
+    expect((err as Error).message).toMatch(/^cannot start: provisioner\.template: libvirt template domain ciel-no-such-template at qemu:\/\/\/system is not usable: \S/);
+  });
+
   it('no monitor build for a VM kernel: bad input naming the missing file', async () => {
     const err = await start(raw((c) => (c.vms[0].kernel = '6.1.0-9999-amd64'))).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(BadInputError);
