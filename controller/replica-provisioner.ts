@@ -2,6 +2,8 @@
 // `{container}` and `{ip}` filled in) and the provisioner that starts them (qemu-direct or libvirt).
 
 import { mkdirSync } from 'node:fs';
+import { InvalidValueError } from '../common/errors.ts';
+import { isContainerName } from '../common/guest-text.ts';
 import { LibvirtProvisioner } from '../provisioners/libvirt.ts';
 import type { Provisioner, VmSpec } from '../provisioners/provisioner.ts';
 import { QemuDirectProvisioner } from '../provisioners/qemu-direct.ts';
@@ -9,6 +11,9 @@ import type { ReplicaProvisionerConfig } from './config.ts';
 
 /** The spec of one replica of `container`: the configured minimal VM, `{container}` (and `{ip}`) filled in. */
 export function replicaSpec(p: ReplicaProvisionerConfig, container: string, name: string, ip?: string): VmSpec {
+  // the container's name came from the guest's disk; in a kernel command line a space or '=' would add
+  // parameters, so only a name Docker itself allows is ever filled in
+  if (!isContainerName(container)) throw new InvalidValueError('container', `${JSON.stringify(container.slice(0, 80))} is not a Docker container name: never put in a kernel command line`);
   const fill = (t: string) => t.replaceAll('{container}', container).replaceAll('{ip}', ip ?? '');
   return {
     name,

@@ -27,6 +27,7 @@ import { mkdtemp, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BadInputError, ToolError } from '../common/errors.ts';
+import { isContainerName, isImageRef } from '../common/guest-text.ts';
 import type { Sample } from '../vmi/sample.ts';
 import { type FsLocation, findExtFilesystems } from './partitions.ts';
 
@@ -270,7 +271,7 @@ function splitByCommand(stdout: string): Map<string, string> {
   return res;
 }
 
-/** Docker's config.v2.json -> name/image; null when it is not one. */
+/** Docker's config.v2.json -> name/image; null when it is not one (or its name is not one Docker allows). */
 export function parseDockerConfig(id: string, text: string): DockerContainerInfo | null {
   let j: unknown;
   try {
@@ -282,8 +283,11 @@ export function parseDockerConfig(id: string, text: string): DockerContainerInfo
   const o = j as { Name?: unknown; ID?: unknown; Config?: { Image?: unknown } };
   if (typeof o.Name !== 'string') return null;
   if (typeof o.ID === 'string' && o.ID !== id) return null;
-  const image = o.Config && typeof o.Config === 'object' && typeof o.Config.Image === 'string' ? o.Config.Image : '';
-  return { id, name: o.Name.replace(/^\//, ''), image };
+  const name = o.Name.replace(/^\//, '');
+  // a name Docker could not have written is the guest's doing: no name (the container shows as its id)
+  if (!isContainerName(name)) return null;
+  const raw = o.Config && typeof o.Config === 'object' && typeof o.Config.Image === 'string' ? o.Config.Image : '';
+  return { id, name, image: isImageRef(raw) ? raw : '' };
 }
 
 function containerDirs(root: string): string[] {

@@ -2,6 +2,7 @@
 // On a TTY the block is redrawn in place (cursor up + clear line); elsewhere (pipe, file, CI log)
 // each update is printed as plain lines without escape sequences.
 
+import { printable } from '../common/guest-text.ts';
 import type { ContainerRates, VmRates } from '../vmi/rates.ts';
 import { formatBytes, formatPercent, formatRate } from './units.ts';
 
@@ -27,11 +28,12 @@ const RIGHT = [false, true, true, true, true, true, true];
 
 const ESC = '\x1b[';
 
-/** what the table shows for a container: its name, else the 12-character short id of a Docker id */
+/** what the table shows for a container: its name, else the 12-character short id of a Docker id, else its
+ *  cgroup path -- every one of them made printable and cut to 40 characters (they come from the guest) */
 export function displayName(c: Pick<ContainerRates, 'id' | 'name' | 'cgroup'>): string {
-  if (c.name) return c.name.replace(/^\//, '');
+  if (c.name) return printable(c.name.replace(/^\//, ''), 40);
   if (/^[0-9a-f]{64}$/.test(c.id)) return c.id.slice(0, 12);
-  return c.id || c.cgroup;
+  return printable(c.id || c.cgroup, 40);
 }
 
 /** busiest first; containers without a rate yet last; ties by name so the order is stable */
