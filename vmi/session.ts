@@ -279,17 +279,18 @@ export class VmSession {
     const stamp = (s: Sample) => Object.assign(s, { vm: this.name }) as SessionSample;
     if (!consistent || !this.canPause) return stamp(a.monitor.sample());
     const t0 = performance.now();
-    await a.backend.pause();
+    // false: already paused by someone else, so already still -- and theirs to resume, not ours
+    const paused = await a.backend.pause();
     let s: Sample;
     try {
       s = a.monitor.sample();
     } catch (e) {
       // the guest must run again whatever happened to the read; the read's error is the one to report
-      await a.backend.resume().catch(() => {});
+      if (paused) await a.backend.resume().catch(() => {});
       throw e;
     }
-    await a.backend.resume();
-    s.pause_us = Math.round((performance.now() - t0) * 1000);
+    if (paused) await a.backend.resume();
+    s.pause_us = paused ? Math.round((performance.now() - t0) * 1000) : 0;
     return stamp(s);
   }
 

@@ -26,8 +26,11 @@ export interface MemoryBackend {
   memorySize(): bigint;
   /** CR3/CR4 of a vCPU (any vCPU works for kernel addresses). */
   registers(): Promise<GuestRegisters>;
-  /** Pause the vCPUs (consistent sample). Backends that cannot pause (dumps) do nothing. */
-  pause(): Promise<void>;
+  /**
+   * Pause the vCPUs (consistent sample): true when this call paused them, false when it did nothing
+   * (a dump, or a VM already paused by someone else -- which is then not resumed either).
+   */
+  pause(): Promise<boolean>;
   resume(): Promise<void>;
   /** Throw (GuestStateError) when the guest is gone or was reset since open; cheap, called before each sample. Optional. */
   checkAlive?(): void;

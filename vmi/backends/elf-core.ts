@@ -134,7 +134,9 @@ export class ElfCoreBackend implements MemoryBackend {
     return cpu;
   }
 
-  async pause(): Promise<void> {}
+  async pause(): Promise<boolean> {
+    return false;
+  }
   async resume(): Promise<void> {}
 
   async close(): Promise<void> {

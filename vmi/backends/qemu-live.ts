@@ -4,6 +4,7 @@ import { statSync } from 'node:fs';
 import koffi from 'koffi';
 import { mapFileReadOnly, type FileMapping } from './mmap.ts';
 import { BadInputError, CielError, VmError } from '../../common/errors.ts';
+import { guardPause, releasePause } from '../pause-guardian.ts';
 import { QmpClient, QmpError, type QmpEvent, type RunStatus, type VcpuRegisters } from '../qmp.ts';
 import type { GuestRegisters, MemoryBackend, PhysRange } from './backend.ts';
 
@@ -184,15 +185,22 @@ export class QemuLiveBackend implements MemoryBackend {
     return { cr3: v.cr3, cr4: v.cr4 };
   }
 
-  async pause(): Promise<void> {
-    this.assertOpen();
-    this.assertNotReset();
+  /**
+   * Pause the vCPUs unless they already are: a VM an operator paused stays theirs to resume (false).
+   * The pause guardian learns of the pause before QMP `stop`, so this process dying at any instant
+   * leaves the VM running (vmi/pause-guardian.ts).
+   */
+  async pause(): Promise<boolean> {
+    const st = await this.status();
+    if (st.status !== 'running') return false;
+    await guardPause(this.qmp.socketPath);
     this.pausedAt = performance.now();
     try {
       this.pauseStopMs = await this.qmp.stop();
     } catch (e) {
       throw this.gone(e);
     }
+    return true;
   }
 
   async resume(): Promise<void> {
@@ -203,6 +211,7 @@ export class QemuLiveBackend implements MemoryBackend {
     } catch (e) {
       throw this.gone(e);
     }
+    await releasePause(this.qmp.socketPath).catch(() => {}); // worst case the guardian sends a harmless second cont
     if (this.pausedAt) {
       this.lastPause = { stopMs: this.pauseStopMs, contMs, pausedMs: performance.now() - this.pausedAt };
       this.pausedAt = 0;

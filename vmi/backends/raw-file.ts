@@ -58,7 +58,9 @@ export class RawFileBackend implements MemoryBackend {
     return this.regs;
   }
 
-  async pause(): Promise<void> {}
+  async pause(): Promise<boolean> {
+    return false;
+  }
   async resume(): Promise<void> {}
 
   async close(): Promise<void> {

@@ -321,10 +321,12 @@ export class XenBackend implements MemoryBackend {
     return { cr3: maskCr3(buf.readBigUInt64LE(L.cr3)), cr4: buf.readBigUInt64LE(L.cr4) };
   }
 
-  async pause(): Promise<void> {
+  /** Xen's pause count nests: an operator's own pause survives our pause/unpause pair. */
+  async pause(): Promise<boolean> {
     this.check();
     if (this.libs.pause(this.xch, this.domid) < 0) throw new ToolError('xen', `xc_domain_pause(${this.domid}) failed: ${strerror(this.libs.errno())}`);
     this.pausedByUs++;
+    return true;
   }
 
   async resume(): Promise<void> {
