@@ -12,7 +12,7 @@ import { compileMonitor } from './compile-monitor.ts';
 import { loadBtf } from './kernel/btf.ts';
 import { kernelClangFlags } from './kernel/flags.ts';
 import { checkLayouts, extractLayoutConstants } from './kernel/layout-check.ts';
-import { fetchKernel, kernelTreeFromDir, type KernelTree } from './kernel/packages.ts';
+import { fetchKernelForBuild, kernelTreeFromDir, type KernelTree } from './kernel/packages.ts';
 import { loadSystemMap } from './kernel/system-map.ts';
 import { clangPath } from './tools.ts';
 
@@ -53,7 +53,7 @@ export async function buildMonitor(o: BuildOptions): Promise<BuildResult> {
     if (!o.systemMap) throw new CielError('--kernel-dir needs --system-map');
     tree = kernelTreeFromDir(o.kernelDir, o.systemMap);
   } else if (o.release) {
-    tree = await fetchKernel(o.release, { log });
+    tree = await fetchKernelForBuild(o.release, { log });
   } else {
     throw new CielError('give --kernel RELEASE (e.g. 6.1.0-56-amd64) or --kernel-dir DIR --system-map FILE');
   }

@@ -15,7 +15,7 @@ beforeAll(() => {
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
 describe('fetchKernel 6.1.0-56-amd64 (downloads into the cache on a fresh machine)', () => {
-  let tree: KernelTree;
+  let tree: KernelTree & { vmlinuz: string };
   const lines: string[] = [];
   beforeAll(async () => {
     tree = await fetchKernel('6.1.0-56-amd64', { log: (l) => lines.push(l), onProgress: () => {} });
