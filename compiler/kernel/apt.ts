@@ -122,14 +122,14 @@ export class PrivateApt {
   /** true when the private lists were never fetched */
   get empty(): boolean {
     const lists = join(this.dir, 'lists');
-    return !readdirSync(lists).some((f) => f.endsWith('_Packages'));
+    return !readdirSync(lists).some((f) => /_Packages(\.[a-z0-9]+)?$/.test(f));
   }
 
   /** age of the lists in seconds (Infinity when empty) */
   get ageSeconds(): number {
     if (this.empty) return Infinity;
     const lists = join(this.dir, 'lists');
-    const newest = Math.max(...readdirSync(lists).filter((f) => f.endsWith('_Packages')).map((f) => statSync(join(lists, f)).mtimeMs));
+    const newest = Math.max(...readdirSync(lists).filter((f) => /_Packages(\.[a-z0-9]+)?$/.test(f)).map((f) => statSync(join(lists, f)).mtimeMs));
     return (Date.now() - newest) / 1000;
   }
 

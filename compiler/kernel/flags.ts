@@ -1,6 +1,7 @@
 // The clang-14 command line that compiles monitor C code against a guest kernel's own headers
 // into userspace-linkable LLVM IR (measured set, see DESIGN.md "Compiling kernel code for userspace").
 
+import { existsSync } from 'node:fs';
 import { execaSync } from 'execa';
 import { ToolError } from '../../common/errors.ts';
 import type { HeaderTree } from './packages.ts';
@@ -56,8 +57,8 @@ export function kernelClangFlags(tree: Pick<HeaderTree, 'commonDir' | 'archDir'>
     `-I${O}/arch/x86/include/generated/uapi`,
     `-I${K}/include/uapi`,
     `-I${O}/include/generated/uapi`,
-    '-include',
-    `${K}/include/linux/compiler-version.h`,
+    // compiler-version.h appeared in 5.12 (5.10 headers lack it)
+    ...(existsSync(`${K}/include/linux/compiler-version.h`) ? ['-include', `${K}/include/linux/compiler-version.h`] : []),
     '-include',
     `${K}/include/linux/kconfig.h`,
     '-include',
