@@ -8,6 +8,7 @@ import { buildMonitor } from '../../../compiler/build.ts';
 import type { QemuLiveBackend } from '../../../vmi/backends/qemu-live.ts';
 import type { GuestMonitor } from '../../../vmi/guest-monitor.ts';
 import { openQemuMonitor } from '../../../vmi/qemu-attach.ts';
+import { readGuestRelease } from '../../../vmi/guest-release.ts';
 import type { ContainerSample } from '../../../vmi/sample.ts';
 import { bootGuest, type Guest } from '../../../testbed/guest/boot.ts';
 import { guestKernel } from '../../../testbed/guest/kernel.ts';
@@ -59,6 +60,8 @@ describe.each(RUNS)('outside reads agree with the guest ($release, $mode, KASLR 
   it('finds the KASLR slide (non-zero, 2 MiB aligned) and every container', async () => {
     expect(monitor.slide).not.toBe(0n);
     expect(monitor.slide % 0x200000n).toBe(0n);
+    // the release a monitor without --kernel would pick, read from the guest's own memory
+    expect(readGuestRelease(backend).release).toBe(RELEASE);
     const s = monitor.sample();
     const truth = await guest.truth();
     expect(s.containers.map((c) => c.id).sort()).toEqual(truth.containers.map((c) => c.id).sort());
