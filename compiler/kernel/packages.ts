@@ -370,6 +370,25 @@ async function imageInto(rel: KernelRelease, dir: string, opts: FetchOptions, lo
 }
 
 /**
+ * Only vmlinuz and the config out of the image package (its BTF is all a build needs where the headers
+ * carry no BTF vmlinux: 5.10, 6.1); the modules (most of the package) stay packed until a guest needs them.
+ */
+async function vmlinuzInto(rel: KernelRelease, dir: string, opts: FetchOptions, log: LogFn, versions: Record<string, string>, debs: Record<string, string>): Promise<string> {
+  const vmlinuz = join(dir, rel.paths.vmlinuz);
+  const config = join(dir, rel.paths.config);
+  const got = await ensureDeb(rel.packages.image, rel, 'vmlinuz', opts, log);
+  versions[got.pkg] = versionFromDebName(got.deb);
+  debs[got.pkg] = got.deb;
+  const stamp = stampPath(dir, got.deb, 'vmlinuz');
+  if ((existsSync(stamp) || existsSync(stampPath(dir, got.deb, 'all'))) && existsSync(vmlinuz) && existsSync(config)) return vmlinuz;
+  const t0 = performance.now();
+  await extractDebMembers(got.deb, new Map([[`./${rel.paths.vmlinuz}`, vmlinuz], [`./${rel.paths.config}`, config]]));
+  writeFileSync(stamp, new Date().toISOString());
+  log(`extracted vmlinuz and config from ${got.deb.split('/').pop()} in ${((performance.now() - t0) / 1000).toFixed(2)} s`);
+  return vmlinuz;
+}
+
+/**
  * Fetch everything `ciel build --kernel RELEASE` needs: headers, System.map from the -dbg package
  * (streamed; only that one member is decompressed) and BTF: the BTF-only `vmlinux` of the 6.12/7.x
  * headers package, else the image. With `image: true` (default) the image package(s) are fetched
@@ -397,7 +416,8 @@ async function fetchKernelParts(release: string, opts: FetchOptions & { image: b
     const headersVmlinux = rel.paths.headersVmlinux ? join(dir, rel.paths.headersVmlinux) : undefined;
     const btfInHeaders = headersVmlinux !== undefined && existsSync(headersVmlinux);
     let vmlinuz: string | undefined;
-    if (opts.image || !btfInHeaders) vmlinuz = await imageInto(rel, dir, opts, log, versions, debs);
+    if (opts.image) vmlinuz = await imageInto(rel, dir, opts, log, versions, debs);
+    else if (!btfInHeaders) vmlinuz = await vmlinuzInto(rel, dir, opts, log, versions, debs);
     const systemMap = await systemMapInto(rel, dir, opts, log, versions, debs);
     time(`kernel ${rel.release} ready`, tAll);
     const modulesDir = join(dir, rel.paths.modulesDir);
