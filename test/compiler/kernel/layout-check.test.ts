@@ -10,7 +10,7 @@ import { checkLayouts, extractLayoutConstants, LayoutMismatchError } from '../..
 import { fetchHeaders, fetchKernel, type HeaderTree, type KernelTree } from '../../../compiler/kernel/packages.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const repo = resolve(here, '../..');
+const repo = resolve(here, '../../..');
 const fixture = join(here, 'fixtures/layouts.c');
 
 describe('extractLayoutConstants', () => {
