@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { RawFileBackend } from '../../vmi/backends/raw-file.ts';
-import { kernelHalfPresent, pickKernelRoot } from '../../vmi/kernel-root.ts';
+import { kernelHalfPresent, kernelRoot, pickKernelRoot } from '../../vmi/kernel-root.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'ciel-root-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -36,5 +36,19 @@ describe('the vCPU whose CR3 maps the kernel', () => {
 
   it('counts a PTI user CR3 by its kernel root (the walker masks bit 12 then)', () => {
     expect(pickKernelRoot(b, [{ cr3: 0x1000n, cr4 }, { cr3: 0x5000n, cr4 }]).cr3).toBe(0x5000n);
+  });
+});
+
+describe('the kernel\'s own root from VMCOREINFO', () => {
+  it('takes init_top_pgt (never freed) over any vCPU, and falls back when it maps nothing', () => {
+    const withInfo = Buffer.from(ram);
+    withInfo.write('OSRELEASE=7.3.4+deb13-amd64\nPAGESIZE=4096\nSYMBOL(init_top_pgt)=ffffffff80001000\nNUMBER(phys_base)=1000\nKERNELOFFSET=0\n\0', 0x8000, 'latin1');
+    const f = join(dir, 'ram-info');
+    writeFileSync(f, withInfo);
+    const bi = new RawFileBackend(f);
+    // init_top_pgt at 0x1000 - START_KERNEL_MAP + phys_base 0x1000 = 0x2000 (the full table)
+    expect(kernelRoot(bi, [{ cr3: 0x5000n, cr4 }])).toEqual({ cr3: 0x2000n, cr4 });
+    // without VMCOREINFO: the vCPU choice
+    expect(kernelRoot(b, [{ cr3: 0x1000n, cr4 }, { cr3: 0x4000n, cr4 }])).toEqual({ cr3: 0x4000n, cr4 });
   });
 });

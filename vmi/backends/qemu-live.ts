@@ -6,7 +6,7 @@ import { mapFileReadOnly, type FileMapping } from './mmap.ts';
 import { BadInputError, CielError } from '../../common/errors.ts';
 import { QmpClient, QmpError, type QmpEvent, type RunStatus, type VcpuRegisters } from '../qmp.ts';
 import type { GuestRegisters, MemoryBackend, PhysRange } from './backend.ts';
-import { pickKernelRoot } from '../kernel-root.ts';
+import { kernelRoot } from '../kernel-root.ts';
 
 /** The guest is gone, was reset, or is in a state where its memory no longer means what it did. */
 export class GuestStateError extends CielError {
@@ -173,8 +173,8 @@ export class QemuLiveBackend implements MemoryBackend {
 
   async registers(): Promise<GuestRegisters> {
     const { vcpus } = await this.allRegisters();
-    // a vCPU whose page tables map the kernel half (not one in real mode, nor a 7.x user process: kernel-root.ts)
-    const v = pickKernelRoot(this, vcpus);
+    // the kernel's own init_top_pgt, else a vCPU whose page tables map the kernel half (kernel-root.ts)
+    const v = kernelRoot(this, vcpus);
     return { cr3: v.cr3, cr4: v.cr4 };
   }
 
