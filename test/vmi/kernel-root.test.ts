@@ -42,11 +42,11 @@ describe('the vCPU whose CR3 maps the kernel', () => {
 describe('the kernel\'s own root from VMCOREINFO', () => {
   it('takes init_top_pgt (never freed) over any vCPU, and falls back when it maps nothing', () => {
     const withInfo = Buffer.from(ram);
-    withInfo.write('OSRELEASE=7.3.4+deb13-amd64\nPAGESIZE=4096\nSYMBOL(init_top_pgt)=ffffffff80001000\nNUMBER(phys_base)=1000\nKERNELOFFSET=0\n\0', 0x8000, 'latin1');
+    withInfo.write('OSRELEASE=7.3.4+deb13-amd64\nPAGESIZE=4096\nSYMBOL(init_top_pgt)=ffffffff80001000\nNUMBER(phys_base)=4096\nKERNELOFFSET=0\n\0', 0x8000, 'latin1');
     const f = join(dir, 'ram-info');
     writeFileSync(f, withInfo);
     const bi = new RawFileBackend(f);
-    // init_top_pgt at 0x1000 - START_KERNEL_MAP + phys_base 0x1000 = 0x2000 (the full table)
+    // init_top_pgt at 0x1000 - START_KERNEL_MAP + phys_base 4096 (decimal, as the kernel prints it) = 0x2000 (the full table)
     expect(kernelRoot(bi, [{ cr3: 0x5000n, cr4 }])).toEqual({ cr3: 0x2000n, cr4 });
     // without VMCOREINFO: the vCPU choice
     expect(kernelRoot(b, [{ cr3: 0x1000n, cr4 }, { cr3: 0x4000n, cr4 }])).toEqual({ cr3: 0x4000n, cr4 });
