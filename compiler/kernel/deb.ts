@@ -103,7 +103,8 @@ export async function extractRemoteDebMembers(
     }
     if (r.status !== 206) {
       await r.body?.cancel();
-      throw new ToolError('http', `${url}: expected 206 Partial Content for bytes ${start}-${end}, got ${r.status}`);
+      const why = r.status === 404 ? 'the mirror does not serve it (404), although its package lists name it' : `expected 206 Partial Content for bytes ${start}-${end}, got ${r.status}`;
+      throw new ToolError('http', `${url}: ${why}`);
     }
     return r;
   };

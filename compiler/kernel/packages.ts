@@ -205,7 +205,16 @@ async function findPackage(candidates: string[], rel: KernelRelease, what: strin
 async function ensureDeb(candidates: string[], rel: KernelRelease, what: string, opts: FetchOptions, log: LogFn): Promise<{ pkg: string; deb: string }> {
   const found = await findPackage(candidates, rel, what, opts, log);
   if (found.deb) return { pkg: found.pkg, deb: found.deb };
-  return { pkg: found.pkg, deb: await aptDownload(found.pkg, found.info!, cacheDir('debs'), opts, log) };
+  try {
+    return { pkg: found.pkg, deb: await aptDownload(found.pkg, found.info!, cacheDir('debs'), opts, log) };
+  } catch (e) {
+    // a listed package the mirror cannot serve (seen: 5.10.0-46-cloud-amd64-unsigned, 404): the next
+    // candidate (the signed image carries the same vmlinuz payload and modules) may be there
+    const rest = candidates.slice(candidates.indexOf(found.pkg) + 1);
+    if (!(e instanceof ToolError) || rest.length === 0) throw e;
+    log(`${found.pkg}: ${e.message.split('\n')[0]}; trying ${rest.join(', ')}`);
+    return ensureDeb(rest, rel, what, opts, log);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
