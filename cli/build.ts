@@ -9,7 +9,7 @@ export function registerBuild(program: Command): void {
         'its own headers, instrument, link, check struct layouts against its BTF, resolve kernel symbols from System.map. ' +
         'Output: generated/<release>/ (monitor.so, slots.json, abi.js + abi.ts, manifest.json).',
     )
-    .option('-k, --kernel <release>', 'Debian kernel release, e.g. 6.1.0-56-amd64, 6.1.0-47-cloud-amd64, 6.1.0-56-rt-amd64')
+    .option('-k, --kernel <release>', 'Debian kernel release, e.g. 5.10.0-46-amd64, 6.1.0-56-amd64, 6.12.118+deb13-cloud-amd64, 7.3.4+deb13-rt-amd64')
     .option('--kernel-dir <dir>', 'an unpacked kernel build tree (non-Debian kernels) instead of --kernel')
     .option('--system-map <file>', 'System.map for --kernel-dir')
     .option('-o, --out <dir>', 'parent folder of the output (default: generated/)')

@@ -13,7 +13,7 @@ export interface SlotInfo {
   index: number;
   name: string;
   kind: 'variable' | 'function';
-  /** System.map address as a hex string (add the KASLR slide unless perCpu) */
+  /** System.map address as a hex string (add the KASLR slide, unless perCpu on a kernel whose per-CPU section starts at 0: see slotAddress) */
   address: string;
   perCpu: boolean;
 }
@@ -31,7 +31,19 @@ export interface BuildManifest {
   slots: number;
   /** System.map address of _text (unslid), for finding the KASLR slide */
   kernelText: string;
+  /**
+   * System.map address of `__per_cpu_start`. 0 (and absent in builds before this field) means
+   * per-CPU symbols are offsets into each CPU's area and KASLR does not move them (x86-64 up to
+   * 6.x); otherwise (7.x) they are addresses in the kernel image and slide with it.
+   */
+  perCpuStart?: string;
   timings: Record<string, number>;
+}
+
+/** The runtime address of a slot's symbol for a guest whose kernel image slid by `slide`. */
+export function slotAddress(slot: SlotInfo, manifest: Pick<BuildManifest, 'perCpuStart'>, slide: bigint): bigint {
+  const zeroBasedPerCpu = BigInt(manifest.perCpuStart ?? '0') === 0n;
+  return slot.perCpu && zeroBasedPerCpu ? BigInt(slot.address) : BigInt(slot.address) + slide;
 }
 
 export interface BuildArtifact {

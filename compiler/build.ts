@@ -10,9 +10,10 @@ import { packagePath } from '../common/package-root.ts';
 import { generateBindings } from './bindings.ts';
 import { compileMonitor } from './compile-monitor.ts';
 import { loadBtf } from './kernel/btf.ts';
+import { btfDefines } from './kernel/btf-defines.ts';
 import { kernelClangFlags } from './kernel/flags.ts';
 import { checkLayouts, extractLayoutConstants } from './kernel/layout-check.ts';
-import { fetchKernel, kernelTreeFromDir, type KernelTree } from './kernel/packages.ts';
+import { fetchKernelForBuild, kernelTreeFromDir, type KernelTree } from './kernel/packages.ts';
 import { loadSystemMap } from './kernel/system-map.ts';
 import { clangPath } from './tools.ts';
 
@@ -53,7 +54,7 @@ export async function buildMonitor(o: BuildOptions): Promise<BuildResult> {
     if (!o.systemMap) throw new CielError('--kernel-dir needs --system-map');
     tree = kernelTreeFromDir(o.kernelDir, o.systemMap);
   } else if (o.release) {
-    tree = await fetchKernel(o.release, { log });
+    tree = await fetchKernelForBuild(o.release, { log });
   } else {
     throw new CielError('give --kernel RELEASE (e.g. 6.1.0-56-amd64) or --kernel-dir DIR --system-map FILE');
   }
@@ -65,7 +66,10 @@ export async function buildMonitor(o: BuildOptions): Promise<BuildResult> {
     .sort()
     .map((f) => join(KERNEL_SRC, f));
   if (sources.length === 0) throw new BadInputError(KERNEL_SRC, 'no monitor sources (*.c)');
-  const flags = kernelClangFlags(tree, [join(KERNEL_SRC, 'shim'), KERNEL_SRC], { emit: 'none' });
+  // the kernel's BTF: facts the headers lack (btf-defines.ts) now, every layout check after compiling
+  const btf = await loadBtf(tree);
+  const defines = btfDefines(btf);
+  const flags = [...kernelClangFlags(tree, [join(KERNEL_SRC, 'shim'), KERNEL_SRC], { emit: 'none' }), ...defines];
   log(`compiling ${sources.length} monitor sources against ${tree.release} headers`);
   const compiled = await compileMonitor({ sources, flags, outDir, name: 'monitor', log });
   const report = compiled.report!;
@@ -75,7 +79,6 @@ export async function buildMonitor(o: BuildOptions): Promise<BuildResult> {
   const t1 = performance.now();
   const constants = extractLayoutConstants(readFileSync(compiled.instrumentedIR!, 'utf8'));
   if (constants.length === 0) throw new BadInputError(join(KERNEL_SRC, 'layout.c'), 'declares no CIEL_LAYOUT entries');
-  const btf = await loadBtf(tree);
   const checks = checkLayouts(constants, btf);
   log(`layout: ${checks.length} struct sizes / field offsets match the kernel's BTF`);
 
@@ -116,6 +119,7 @@ export async function buildMonitor(o: BuildOptions): Promise<BuildResult> {
     layoutChecks: checks.length,
     slots: slots.length,
     kernelText: `0x${(map.get('_text')?.address ?? 0xffffffff81000000n).toString(16)}`,
+    perCpuStart: `0x${map.perCpuStart.toString(16)}`,
     timings: { fetch_ms: fetchMs, ...compiled.timings, check_ms: Math.round(performance.now() - t1), total_ms: Math.round(performance.now() - t0) },
   };
   writeFileSync(join(outDir, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n');

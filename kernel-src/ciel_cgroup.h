@@ -83,6 +83,20 @@ static __always_inline int ciel_cgroup_task_count(struct ciel_ctx *ctx, struct c
 }
 
 /*
+ * ciel_kernfs_parent - kn->parent. 6.15 renamed it __parent and made it RCU-protected
+ * (commit "kernfs: Use RCU to access kernfs_node::parent."); the pointer
+ * itself means the same.
+ */
+static __always_inline struct kernfs_node *ciel_kernfs_parent(struct kernfs_node *kn)
+{
+#if CIEL_SINCE(6, 15)
+	return (struct kernfs_node *)READ_ONCE(kn->__parent);
+#else
+	return READ_ONCE(kn->parent);
+#endif
+}
+
+/*
  * ciel_kernfs_path - kernfs_path_from_node(kn, NULL) (fs/kernfs/dir.c, 6.1) relative
  * to the hierarchy root: "/" for the root, "/a/b" below it. Names come from
  * kernfs_node->name up the ->parent chain (the root node has parent NULL).
@@ -95,14 +109,14 @@ static __always_inline void ciel_kernfs_path(struct kernfs_node *kn, char *buf, 
 	size_t len = 0;
 
 	while (kn && depth < CIEL_MAX_DEPTH) {
-		struct kernfs_node *parent = READ_ONCE(kn->parent);
+		struct kernfs_node *parent = ciel_kernfs_parent(kn);
 
 		if (!parent)
 			break;			/* kn is the hierarchy root */
 		chain[depth++] = kn;
 		kn = parent;
 	}
-	if (kn && READ_ONCE(kn->parent))
+	if (kn && ciel_kernfs_parent(kn))
 		*trunc = true;			/* deeper than CIEL_MAX_DEPTH */
 
 	buf[0] = '/';
@@ -129,16 +143,32 @@ static __always_inline void ciel_kernfs_path(struct kernfs_node *kn, char *buf, 
  * cgrp->bstat and moves last_bstat up to cur; per-CPU bstat itself is cumulative.
  * in: struct cgroup *; out: u64 ns.
  */
+/*
+ * 6.16 split struct cgroup_rstat_cpu in two (commit "cgroup: use separate
+ * rstat trees for each subsystem"): the update tree moved to css_rstat_cpu (per css) and
+ * the base cputime stats to cgroup_rstat_base_cpu (cgrp->rstat_base_cpu), with the same
+ * bstat / last_bstat members and the same flush arithmetic. 6.12's cgroup_rstat_cpu
+ * also carries subtree_bstat (per-CPU cpu.stat of the subtree), which cpu.stat usage
+ * does not use.
+ */
+#if CIEL_SINCE(6, 16)
+#define ciel_rstat_base_cpu	cgroup_rstat_base_cpu
+#define CIEL_RSTAT_BASE_CPU(cgrp) READ_ONCE((cgrp)->rstat_base_cpu)
+#else
+#define ciel_rstat_base_cpu	cgroup_rstat_cpu
+#define CIEL_RSTAT_BASE_CPU(cgrp) READ_ONCE((cgrp)->rstat_cpu)
+#endif
+
 static __always_inline u64 ciel_cgroup_rstat_cpu_pending(struct ciel_ctx *ctx, struct cgroup *cgrp)
 {
-	struct cgroup_rstat_cpu __percpu *rc = READ_ONCE(cgrp->rstat_cpu);
+	struct ciel_rstat_base_cpu __percpu *rc = CIEL_RSTAT_BASE_CPU(cgrp);
 	u64 sum = 0;
 	u32 i, cpu;
 
 	if (!rc)
 		return 0;
 	ciel_for_each_cpu(i, cpu, ctx) {
-		struct cgroup_rstat_cpu *rstatc = per_cpu_ptr(rc, cpu);
+		struct ciel_rstat_base_cpu *rstatc = per_cpu_ptr(rc, cpu);
 
 		sum += READ_ONCE(rstatc->bstat.cputime.sum_exec_runtime) -
 		       READ_ONCE(rstatc->last_bstat.cputime.sum_exec_runtime);
@@ -239,12 +269,24 @@ _Static_assert(PAGE_SIZE == 4096, "ciel_cgroup_rec.memory_inactive_file_pages co
 
 #if IS_ENABLED(CONFIG_MEMCG)
 /*
- * Debian 6.1.192 keeps struct memcg_vmstats / memcg_vmstats_percpu private, but the
- * per-node struct lruvec_stats / lruvec_stats_percpu are public, and for node items
- * (NR_ANON_MAPPED, NR_FILE_PAGES, NR_INACTIVE_FILE) __mod_memcg_lruvec_state() updates the memcg and the
- * lruvec per-CPU counters together, and mem_cgroup_css_rstat_flush() propagates both
- * the same way. So memcg_page_state(memcg, idx) == sum over nodes of
- * pn->lruvec_stats.state[idx], and we read the per-node copies.
+ * Three generations of memcg statistics (mm/memcontrol.c):
+ *
+ *  < 5.13  no rstat (5.10): memcg->vmstats[] are atomic, hierarchical totals that
+ *          __mod_memcg_state() moves up all ancestors once a per-CPU batch passes
+ *          MEMCG_CHARGE_BATCH; memory.stat prints them as they are (no flush, pending
+ *          per-CPU batches are not included), memcg_page_state_local() sums the per-CPU
+ *          memcg->vmstats_local[]. So: flushed = vmstats[idx], pending = 0.
+ *  5.13 .. 6.9  rstat (commit "mm: memcontrol: switch to rstat", 5.13): the
+ *          per-node struct lruvec_stats is embedded in mem_cgroup_per_node and public, and
+ *          indexed by the node_stat_item itself (6.1 reasoning below).
+ *  >= 6.10 pn->lruvec_stats points to a struct private to memcontrol.c, densely indexed
+ *          through mem_cgroup_stats_index[] (commit "memcg: dynamically
+ *          allocate lruvec_stats", 6.10; ciel_private.h mirrors it, its length comes from
+ *          the kernel's BTF); the flush arithmetic is the 6.1 one, plus state_local.
+ *
+ * For node items (NR_ANON_MAPPED, NR_FILE_PAGES, NR_INACTIVE_FILE) __mod_memcg_lruvec_state()
+ * updates the memcg and the lruvec per-CPU counters together and the flush propagates both
+ * the same way, so memcg_page_state(memcg, idx) == sum over nodes of the lruvec copies.
  */
 static __always_inline enum node_stat_item ciel_mem_item(int item)
 {
@@ -252,12 +294,31 @@ static __always_inline enum node_stat_item ciel_mem_item(int item)
 	       item == CIEL_MEM_FILE ? NR_FILE_PAGES : NR_INACTIVE_FILE;
 }
 
+#if CIEL_SINCE(5, 13)
 /* memcg->nodeinfo[nid] (6.1 flexible array, for_each_node allocation); out: may be NULL */
 static __always_inline struct mem_cgroup_per_node *
 ciel_memcg_nodeinfo(struct mem_cgroup *memcg, int nid)
 {
 	return READ_ONCE(memcg->nodeinfo[nid]);
 }
+
+#if CIEL_SINCE(6, 10)
+/* memcg_stats_index(idx): the dense index of a node item in the private arrays, or -1 */
+static __always_inline int ciel_mem_index(enum node_stat_item idx)
+{
+	int i = READ_ONCE(mem_cgroup_stats_index[idx]);
+
+	return (unsigned int)i < CIEL_NR_MEMCG_NODE_STAT_ITEMS ? i : -1;
+}
+#define CIEL_PN_STATS(pn)	((struct lruvec_stats *)READ_ONCE((pn)->lruvec_stats))
+#else
+static __always_inline int ciel_mem_index(enum node_stat_item idx)
+{
+	return idx;
+}
+#define CIEL_PN_STATS(pn)	(&(pn)->lruvec_stats)
+#endif
+#endif /* 5.13 */
 
 /*
  * ciel_memcg_pending / ciel_memcg_stat_flushed (pages, per CIEL_MEM_* item):
@@ -273,17 +334,21 @@ ciel_memcg_nodeinfo(struct mem_cgroup *memcg, int nid)
  */
 static __always_inline long ciel_memcg_pending(struct ciel_ctx *ctx, struct mem_cgroup *memcg, int item)
 {
-	enum node_stat_item idx = ciel_mem_item(item);
+#if CIEL_SINCE(5, 13)
+	int idx = ciel_mem_index(ciel_mem_item(item));
 	long sum = 0;
 	u32 n, i, nid, cpu;
 
+	if (idx < 0)
+		return 0;
 	ciel_for_each_node(n, nid, ctx) {
 		struct mem_cgroup_per_node *pn = ciel_memcg_nodeinfo(memcg, nid);
 		struct lruvec_stats_percpu __percpu *lp;
+		struct lruvec_stats *ls;
 
-		if (!pn)
+		if (!pn || !(ls = CIEL_PN_STATS(pn)))
 			continue;
-		sum += READ_ONCE(pn->lruvec_stats.state_pending[idx]);
+		sum += READ_ONCE(ls->state_pending[idx]);
 		lp = READ_ONCE(pn->lruvec_stats_percpu);
 		if (!lp)
 			continue;
@@ -294,23 +359,33 @@ static __always_inline long ciel_memcg_pending(struct ciel_ctx *ctx, struct mem_
 		}
 	}
 	return sum;
+#else
+	return 0;	/* < 5.13: memory.stat never includes the per-CPU batches */
+#endif
 }
 
-/* flushed part: sum over nodes of pn->lruvec_stats.state[idx]; self = this + pending */
+/* flushed part: sum over nodes of pn->lruvec_stats.state[idx] (< 5.13: vmstats[idx]); self = this + pending */
 static __always_inline long ciel_memcg_stat_flushed(struct ciel_ctx *ctx, struct mem_cgroup *memcg,
 						    int item)
 {
-	enum node_stat_item idx = ciel_mem_item(item);
+#if CIEL_SINCE(5, 13)
+	int idx = ciel_mem_index(ciel_mem_item(item));
 	long sum = 0;
 	u32 n, nid;
 
+	if (idx < 0)
+		return 0;
 	ciel_for_each_node(n, nid, ctx) {
 		struct mem_cgroup_per_node *pn = ciel_memcg_nodeinfo(memcg, nid);
+		struct lruvec_stats *ls;
 
-		if (pn)
-			sum += READ_ONCE(pn->lruvec_stats.state[idx]);
+		if (pn && (ls = CIEL_PN_STATS(pn)))
+			sum += READ_ONCE(ls->state[idx]);
 	}
 	return sum;
+#else
+	return atomic_long_read(&memcg->vmstats[ciel_mem_item(item)]);
+#endif
 }
 
 
@@ -319,23 +394,49 @@ static __always_inline long ciel_memcg_stat_flushed(struct ciel_ctx *ctx, struct
  * count = sum over CPUs of the memcg's own per-CPU counters (never reset), here summed
  * over the per-node copies (lruvec_page_state_local()). v1 memory.stat "rss"/"cache"
  * (memcg1_stat_format) print this * PAGE_SIZE. out: pages (clamped >= 0).
+ * < 5.13: sum over CPUs of memcg->vmstats_local->stat[idx] (5.10 memcg_page_state_local).
+ * >= 6.10: the flushed state_local + the unflushed per-CPU deltas (state - state_prev).
  */
 static __always_inline unsigned long ciel_memcg_page_state_local(struct ciel_ctx *ctx, struct mem_cgroup *memcg,
 						 int item)
 {
-	enum node_stat_item idx = ciel_mem_item(item);
 	long sum = 0;
+#if CIEL_SINCE(5, 13)
+	int idx = ciel_mem_index(ciel_mem_item(item));
 	u32 n, i, nid, cpu;
 
+	if (idx < 0)
+		return 0;
 	ciel_for_each_node(n, nid, ctx) {
 		struct mem_cgroup_per_node *pn = ciel_memcg_nodeinfo(memcg, nid);
 		struct lruvec_stats_percpu __percpu *lp;
 
 		if (!pn || !(lp = READ_ONCE(pn->lruvec_stats_percpu)))
 			continue;
+#if CIEL_SINCE(6, 10)
+		{
+			struct lruvec_stats *ls = CIEL_PN_STATS(pn);
+
+			if (ls)
+				sum += READ_ONCE(ls->state_local[idx]);
+		}
+		ciel_for_each_cpu(i, cpu, ctx)
+			sum += READ_ONCE(per_cpu_ptr(lp, cpu)->state[idx]) -
+			       READ_ONCE(per_cpu_ptr(lp, cpu)->state_prev[idx]);
+#else
 		ciel_for_each_cpu(i, cpu, ctx)
 			sum += READ_ONCE(per_cpu_ptr(lp, cpu)->state[idx]);
+#endif
 	}
+#else
+	struct memcg_vmstats_percpu __percpu *vl = READ_ONCE(memcg->vmstats_local);
+	u32 i, cpu;
+
+	if (vl) {
+		ciel_for_each_cpu(i, cpu, ctx)
+			sum += READ_ONCE(per_cpu_ptr(vl, cpu)->stat[ciel_mem_item(item)]);
+	}
+#endif
 	return sum < 0 ? 0 : sum;
 }
 

@@ -10,6 +10,65 @@
 #ifndef CIEL_FIELDS_H
 #define CIEL_FIELDS_H
 
+#include "ciel_version.h"
+
+/* the parts that differ per kernel line (see the helpers for the why) */
+#if CIEL_SINCE(6, 16)
+#define CIEL_FIELDS_RSTAT(X)							\
+	X(cgroup, rstat_base_cpu)						\
+	X(cgroup_rstat_base_cpu, bstat, cputime, sum_exec_runtime)		\
+	X(cgroup_rstat_base_cpu, last_bstat, cputime, sum_exec_runtime)
+#else
+#define CIEL_FIELDS_RSTAT(X)							\
+	X(cgroup, rstat_cpu)							\
+	X(cgroup_rstat_cpu, bstat, cputime, sum_exec_runtime)			\
+	X(cgroup_rstat_cpu, last_bstat, cputime, sum_exec_runtime)
+#endif
+
+#if CIEL_SINCE(6, 15)
+#define CIEL_FIELDS_KERNFS(X) X(kernfs_node, __parent)
+#else
+#define CIEL_FIELDS_KERNFS(X) X(kernfs_node, parent)
+#endif
+
+#if CIEL_SINCE(6, 10)
+#define CIEL_FIELDS_MEMCG(X)							\
+	X(mem_cgroup, nodeinfo)							\
+	X(mem_cgroup_per_node, lruvec_stats_percpu)				\
+	X(mem_cgroup_per_node, lruvec_stats)					\
+	X(lruvec_stats, state)							\
+	X(lruvec_stats, state_local)						\
+	X(lruvec_stats, state_pending)						\
+	X(lruvec_stats_percpu, state)						\
+	X(lruvec_stats_percpu, state_prev)
+#define CIEL_SIZES_MEMCG(X) X(lruvec_stats) X(lruvec_stats_percpu)
+#elif CIEL_SINCE(5, 13)
+#define CIEL_FIELDS_MEMCG(X)							\
+	X(mem_cgroup, nodeinfo)							\
+	X(mem_cgroup_per_node, lruvec_stats_percpu)				\
+	X(mem_cgroup_per_node, lruvec_stats, state)				\
+	X(mem_cgroup_per_node, lruvec_stats, state_pending)			\
+	X(lruvec_stats_percpu, state)						\
+	X(lruvec_stats_percpu, state_prev)
+#define CIEL_SIZES_MEMCG(X)
+#else
+#define CIEL_FIELDS_MEMCG(X)							\
+	X(mem_cgroup, vmstats)							\
+	X(mem_cgroup, vmstats_local)						\
+	X(memcg_vmstats_percpu, stat)
+#define CIEL_SIZES_MEMCG(X)
+#endif
+
+#ifdef CIEL_NO_PCPU_DSTATS	/* 5.10 */
+#define CIEL_FIELDS_DSTATS(X)
+#else
+#define CIEL_FIELDS_DSTATS(X)							\
+	X(pcpu_dstats, rx_packets)						\
+	X(pcpu_dstats, rx_bytes)						\
+	X(pcpu_dstats, tx_packets)						\
+	X(pcpu_dstats, tx_bytes)
+#endif
+
 #define CIEL_FIELDS(X)								\
 	/* cgroup core (include/linux/cgroup-defs.h) */				\
 	X(cgroup_subsys_state, children)					\
@@ -22,7 +81,7 @@
 	X(cgroup, kn)								\
 	X(cgroup, subsys)							\
 	X(cgroup, cset_links)							\
-	X(cgroup, rstat_cpu)							\
+	CIEL_FIELDS_RSTAT(X)							\
 	X(cgroup, bstat, cputime, sum_exec_runtime)				\
 	X(cgroup, last_bstat, cputime, sum_exec_runtime)				\
 	X(cgroup, nr_descendants)						\
@@ -30,13 +89,11 @@
 	X(cgroup_root, hierarchy_id)						\
 	X(cgroup_root, root_list)						\
 	X(cgroup_root, cgrp)							\
-	X(cgroup_rstat_cpu, bstat, cputime, sum_exec_runtime)			\
-	X(cgroup_rstat_cpu, last_bstat, cputime, sum_exec_runtime)		\
 	X(cgrp_cset_link, cset)							\
 	X(cgrp_cset_link, cset_link)						\
 	X(css_set, tasks)							\
 	X(css_set, nr_tasks)							\
-	X(kernfs_node, parent)							\
+	CIEL_FIELDS_KERNFS(X)							\
 	X(kernfs_node, name)							\
 	X(kernfs_node, id)							\
 	X(task_struct, cg_list)							\
@@ -50,12 +107,7 @@
 	X(pids_cgroup, counter)							\
 	X(mem_cgroup, css)							\
 	X(mem_cgroup, memory, usage)						\
-	X(mem_cgroup, nodeinfo)							\
-	X(mem_cgroup_per_node, lruvec_stats_percpu)				\
-	X(mem_cgroup_per_node, lruvec_stats, state)				\
-	X(mem_cgroup_per_node, lruvec_stats, state_pending)			\
-	X(lruvec_stats_percpu, state)						\
-	X(lruvec_stats_percpu, state_prev)					\
+	CIEL_FIELDS_MEMCG(X)							\
 	X(blkcg, css)								\
 	X(blkcg, blkg_list)							\
 	X(blkcg_gq, blkcg_node)							\
@@ -85,10 +137,7 @@
 	X(pcpu_sw_netstats, rx_bytes)						\
 	X(pcpu_sw_netstats, tx_packets)						\
 	X(pcpu_sw_netstats, tx_bytes)						\
-	X(pcpu_dstats, rx_packets)						\
-	X(pcpu_dstats, rx_bytes)						\
-	X(pcpu_dstats, tx_packets)						\
-	X(pcpu_dstats, tx_bytes)
+	CIEL_FIELDS_DSTATS(X)
 /* not listable (bit-field, offsetof impossible): net_device.pcpu_stat_type:8 */
 
 /*
@@ -110,7 +159,8 @@
 	X(blkg_iostat_set)							\
 	X(pids_cgroup)								\
 	X(cpuacct)								\
-	X(cgrp_cset_link)
+	X(cgrp_cset_link)							\
+	CIEL_SIZES_MEMCG(X)
 
 #define CIEL_SIZES_VETH(X)							\
 	X(veth_rq)								\

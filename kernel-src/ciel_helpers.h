@@ -22,6 +22,7 @@
 #include <linux/errno.h>
 
 #include "ciel_abi.h"
+#include "ciel_version.h"
 
 /* Sanity bounds: guest memory may be hostile (cycles, huge counts). */
 #define CIEL_MAX_CPUS		1024	/* possible CPUs summed over (Debian NR_CPUS is 8192) */

@@ -109,6 +109,7 @@ static __always_inline void ciel_dev_fetch_pcpu_stats(struct ciel_ctx *ctx, stru
 		return;
 	ciel_for_each_cpu(i, cpu, ctx) {
 		switch (type) {
+#ifndef CIEL_NO_PCPU_STAT_TYPE	/* without the field every device reads as NONE */
 		case NETDEV_PCPU_STAT_TSTATS: {
 			const struct pcpu_sw_netstats *t = per_cpu_ptr((struct pcpu_sw_netstats __percpu *)pc, cpu);
 
@@ -121,12 +122,21 @@ static __always_inline void ciel_dev_fetch_pcpu_stats(struct ciel_ctx *ctx, stru
 		case NETDEV_PCPU_STAT_DSTATS: {
 			const struct pcpu_dstats *d = per_cpu_ptr((struct pcpu_dstats __percpu *)pc, cpu);
 
+#if CIEL_SINCE(6, 9)
+			/* pcpu_dstats counters became u64_stats_t after 6.1 (6.12 and 7.3 headers) */
+			st->rx_packets += u64_stats_read(&d->rx_packets);
+			st->rx_bytes += u64_stats_read(&d->rx_bytes);
+			st->tx_packets += u64_stats_read(&d->tx_packets);
+			st->tx_bytes += u64_stats_read(&d->tx_bytes);
+#else
 			st->rx_packets += READ_ONCE(d->rx_packets);
 			st->rx_bytes += READ_ONCE(d->rx_bytes);
 			st->tx_packets += READ_ONCE(d->tx_packets);
 			st->tx_bytes += READ_ONCE(d->tx_bytes);
+#endif
 			break;
 		}
+#endif
 		default: {	/* LSTATS, or NONE for a driver that set dev->lstats itself */
 			const struct pcpu_lstats *l = per_cpu_ptr((struct pcpu_lstats __percpu *)pc, cpu);
 			u64 p = u64_stats_read(&l->packets), b = u64_stats_read(&l->bytes);

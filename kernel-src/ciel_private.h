@@ -10,8 +10,9 @@
  * split BTF of its veth.ko (test/kernel-src/layout.test.ts compares every field listed
  * in ciel_fields.h, offsets and struct sizes). Re-check when moving to another kernel
  * series: these are exactly the parts that drift (e.g. blkg_iostat_set gained
- * blkg/lnode/lqueued in 6.2, veth_rq gained page_pool in 6.3, veth_stats lost
- * rx_drops in 6.7, cpuacct/pids_cgroup have been stable since 5.x).
+ * blkg/lnode/lqueued in 6.2, veth_rq gained page_pool in 6.3, pids_cgroup its event
+ * arrays in 6.11, veth_priv a peer tracker after 6.12; cpuacct is unchanged 5.10..7.3).
+ * Each difference is written where it is, with CIEL_SINCE (ciel_version.h).
  *
  * Only the tag names the kernel uses are defined here, and only where the public headers
  * merely forward-declare them: if a future header defines one of them, the build fails
@@ -32,6 +33,9 @@
 #include <linux/netdevice.h>
 #include <linux/ptr_ring.h>
 #include <net/xdp.h>
+#include <linux/memcontrol.h>
+
+#include "ciel_version.h"
 
 /* kernel/cgroup/cgroup-internal.h (6.1): one per (cgroup, css_set) pair */
 struct cgrp_cset_link {
@@ -50,9 +54,19 @@ struct pids_cgroup {
 	struct cgroup_subsys_state	css;
 	atomic64_t			counter;	/* pids.current */
 	atomic64_t			limit;
-	int64_t				watermark;
+#if CIEL_SINCE(6, 1)
+	int64_t				watermark;	/* pids.peak: after 5.10, in 6.1 BTF */
+#endif
 	struct cgroup_file		events_file;
+#if CIEL_SINCE(6, 11)
+	/* commit "cgroup/pids: Make event counters hierarchical" (6.11):
+	 * pids.events.local and per-event arrays (enum pidcg_event: PIDCG_MAX, PIDCG_FORKFAIL) */
+	struct cgroup_file		events_local_file;
+	atomic64_t			events[2];
+	atomic64_t			events_local[2];
+#else
 	atomic64_t			events_limit;
+#endif
 };
 #endif
 
@@ -65,7 +79,12 @@ struct cpuacct {
 };
 #endif
 
-#if IS_ENABLED(CONFIG_BLK_CGROUP)
+#if IS_ENABLED(CONFIG_BLK_CGROUP) && !CIEL_SINCE(5, 18)
+/* include/linux/blk-cgroup.h: public until 5.18 moved it to block/blk-cgroup.h (5.10) */
+#include <linux/blk-cgroup.h>
+#define CIEL_BLKG_IOSTAT_READ	BLKG_IOSTAT_READ
+#define CIEL_BLKG_IOSTAT_WRITE	BLKG_IOSTAT_WRITE
+#elif IS_ENABLED(CONFIG_BLK_CGROUP)
 /* block/blk-cgroup.h (6.1.y up to at least 6.1.192; 6.2+ adds blkg, lnode, lqueued) */
 enum ciel_blkg_iostat_type {
 	CIEL_BLKG_IOSTAT_READ,
@@ -81,6 +100,13 @@ struct blkg_iostat {
 
 struct blkg_iostat_set {
 	struct u64_stats_sync	sync;
+#if CIEL_SINCE(6, 2)
+	/* commit "blk-cgroup: Optimize blkcg_rstat_flush()" (6.2): per-CPU
+	 * lockless lists of updated iostat sets; the flush arithmetic is unchanged */
+	struct blkcg_gq		*blkg;
+	struct llist_node	lnode;
+	int			lqueued;
+#endif
 	struct blkg_iostat	cur;	/* per-CPU: cumulative; global: flushed total */
 	struct blkg_iostat	last;	/* what has already been propagated upwards */
 };
@@ -114,11 +140,18 @@ struct blkcg {
 	struct cgroup_subsys_state	css;
 	spinlock_t			lock;
 	refcount_t			online_pin;
+#if CIEL_SINCE(6, 12)
+	/* after 6.1, checked against 6.12 and 7.3 BTF */
+	atomic_t			congestion_count;
+#endif
 	struct radix_tree_root		blkg_tree;
 	struct blkcg_gq	__rcu		*blkg_hint;
 	struct hlist_head		blkg_list;
 	struct blkcg_policy_data	*cpd[BLKCG_MAX_POLS];
 	struct list_head		all_blkcgs_node;
+#if CIEL_SINCE(6, 2)
+	struct llist_head __percpu	*lhead;	/* 3b8cc6298724, as above */
+#endif
 #ifdef CONFIG_BLK_CGROUP_FC_APPID
 	char				fc_app_id[FC_APPID_LEN];
 #endif
@@ -148,7 +181,9 @@ struct veth_rq_stats {
 
 struct veth_rq {
 	struct napi_struct	xdp_napi;
-	struct napi_struct __rcu *napi;
+#if CIEL_SINCE(5, 13)
+	struct napi_struct __rcu *napi;	/* commit "veth: allow enabling NAPI even without XDP" (5.13) */
+#endif
 	struct net_device	*dev;
 	struct bpf_prog __rcu	*xdp_prog;
 	struct xdp_mem_info	xdp_mem;
@@ -156,6 +191,9 @@ struct veth_rq {
 	bool			rx_notify_masked;
 	struct ptr_ring		xdp_ring;
 	struct xdp_rxq_info	xdp_rxq;
+#if CIEL_SINCE(6, 3)
+	struct page_pool	*page_pool;	/* "net: veth: add page_pool for page recycling" (6.3; in 6.12 and 7.3 BTF) */
+#endif
 };
 
 struct veth_priv {				/* netdev_priv(dev) of a veth device */
@@ -164,6 +202,34 @@ struct veth_priv {				/* netdev_priv(dev) of a veth device */
 	struct bpf_prog		*_xdp_prog;
 	struct veth_rq		*rq;		/* dev->num_rx_queues entries */
 	unsigned int		requested_headroom;
+#if CIEL_SINCE(7, 0)
+	netdevice_tracker	peer_tracker;	/* after 6.12, checked against 7.3 veth.ko BTF */
+#endif
 };
+
+#if IS_ENABLED(CONFIG_MEMCG) && CIEL_SINCE(6, 10)
+/*
+ * mm/memcontrol.c (6.10+, commit "memcg: dynamically allocate lruvec_stats"):
+ * the per-node statistics moved out of the header, sized by the number of node items memcg
+ * tracks (31 on 6.12, 50 on 7.3), which only memcontrol.c knows: `ciel build` passes it in
+ * from the kernel's BTF (sizeof(struct lruvec_stats_percpu) / 16) and checks the result.
+ */
+#ifndef CIEL_NR_MEMCG_NODE_STAT_ITEMS
+#error "CIEL_NR_MEMCG_NODE_STAT_ITEMS is needed on 6.10+ (ciel build derives it from the kernel's BTF)"
+#endif
+struct lruvec_stats_percpu {
+	long	state[CIEL_NR_MEMCG_NODE_STAT_ITEMS];		/* per CPU, cumulative */
+	long	state_prev[CIEL_NR_MEMCG_NODE_STAT_ITEMS];	/* already propagated */
+};
+
+struct lruvec_stats {
+	long	state[CIEL_NR_MEMCG_NODE_STAT_ITEMS];		/* hierarchical, flushed */
+	long	state_local[CIEL_NR_MEMCG_NODE_STAT_ITEMS];	/* this cgroup, flushed */
+	long	state_pending[CIEL_NR_MEMCG_NODE_STAT_ITEMS];	/* from children, not yet applied */
+};
+
+/* memcg_stats_index(): node_stat_item -> dense index, filled at boot (u8; U8_MAX = none) */
+extern u8 mem_cgroup_stats_index[];
+#endif
 
 #endif /* CIEL_PRIVATE_H */

@@ -80,10 +80,24 @@ function indexModules(modulesDir: string): Map<string, string> {
       const p = join(d, e.name);
       if (e.isDirectory()) walk(p);
       else if (e.name.endsWith('.ko')) map.set(e.name.slice(0, -3).replace(/-/g, '_'), p);
+      else if (e.name.endsWith('.ko.xz')) map.set(e.name.slice(0, -6).replace(/-/g, '_'), p);
     }
   };
   walk(join(modulesDir, 'kernel'));
   return map;
+}
+
+/** A module's bytes; 6.12 and 7.x ship them xz-compressed (.ko.xz), which busybox insmod may not read. */
+export function readModule(path: string): Buffer {
+  if (!path.endsWith('.xz')) return readFileSync(path);
+  return execFileSync('xz', ['-dc', path], { maxBuffer: 256 * 1024 * 1024 });
+}
+
+/** Names of the modules built into the kernel (modules.builtin), which need no insmod. */
+function builtinModules(modulesDir: string): Set<string> {
+  const f = join(modulesDir, 'modules.builtin');
+  if (!existsSync(f)) return new Set();
+  return new Set(readFileSync(f, 'utf8').split('\n').filter(Boolean).map((l) => l.split('/').pop()!.replace(/\.ko$/, '').replace(/-/g, '_')));
 }
 
 /** `depends=` from the .modinfo strings of a .ko (NUL-separated key=value strings). */
@@ -100,6 +114,7 @@ export function moduleDepends(ko: Buffer): string[] {
 /** Modules with all their dependencies, dependencies first. Returns paths relative to modulesDir. */
 export function resolveModules(modulesDir: string, wanted: string[]): string[] {
   const index = indexModules(modulesDir);
+  const builtin = builtinModules(modulesDir);
   const order: string[] = [];
   const state = new Map<string, 'visiting' | 'done'>();
   const visit = (name: string, chain: string[]) => {
@@ -107,9 +122,10 @@ export function resolveModules(modulesDir: string, wanted: string[]): string[] {
     if (st === 'done') return;
     if (st === 'visiting') throw new Error(`module dependency cycle: ${[...chain, name].join(' -> ')}`);
     const p = index.get(name);
+    if (!p && builtin.has(name)) return;
     if (!p) throw new ToolError('modules', `module ${name} not found under ${modulesDir} (needed by ${chain.join(' -> ') || 'guest'})`);
     state.set(name, 'visiting');
-    for (const d of moduleDepends(readFileSync(p))) visit(d, [...chain, name]);
+    for (const d of moduleDepends(readModule(p))) visit(d, [...chain, name]);
     state.set(name, 'done');
     order.push(p.slice(modulesDir.length + 1));
   };
@@ -225,8 +241,9 @@ export class Initramfs {
 
   /** Kernel modules (paths relative to modulesDir, dependencies first) and /etc/ciel/modules.order. */
   modules(modulesDir: string, modules: string[]): this {
-    for (const m of modules) this.file(`lib/modules/${m}`, readFileSync(join(modulesDir, m)));
-    return this.file('etc/ciel/modules.order', modules.join('\n') + '\n');
+    const names = modules.map((m) => m.replace(/\.xz$/, ''));
+    modules.forEach((m, i) => this.file(`lib/modules/${names[i]}`, readModule(join(modulesDir, m))));
+    return this.file('etc/ciel/modules.order', names.join('\n') + '\n');
   }
 
   toBuffer(): Buffer {

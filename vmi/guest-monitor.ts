@@ -2,7 +2,7 @@
 // the kernel-symbol slots relocated by the KASLR slide. sample() reads every cgroup from outside and
 // returns the containers (Docker layouts) as a Sample.
 import { pathToFileURL } from 'node:url';
-import { loadBuild, type BuildManifest, type SlotInfo } from '../common/build-artifact.ts';
+import { loadBuild, slotAddress, type BuildManifest, type SlotInfo } from '../common/build-artifact.ts';
 import type { MemoryBackend } from './backends/backend.ts';
 import { CielError } from '../common/errors.ts';
 import { findSlideFromPageTables, findVmcoreinfo } from './kaslr.ts';
@@ -98,7 +98,7 @@ export class GuestMonitor {
     }
     this.rt.writeU64s(
       '__ciel_slots',
-      this.slots.map((s) => (s.perCpu ? BigInt(s.address) : BigInt(s.address) + this.slide)),
+      this.slots.map((s) => slotAddress(s, this.manifest, this.slide)),
     );
   }
 

@@ -11,7 +11,7 @@ import { spawn } from 'node:child_process';
 import { closeSync, createReadStream, createWriteStream, mkdirSync, openSync, readSync, renameSync, rmSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { createGunzip } from 'node:zlib';
-import type { Readable, Writable } from 'node:stream';
+import { Readable, type Writable } from 'node:stream';
 import { BadInputError, ToolError } from '../../common/errors.ts';
 
 export interface ArMember {
@@ -81,10 +81,62 @@ export async function extractDebMembers(
 ): Promise<ExtractResult> {
   const data = arMembers(deb).find((m) => m.name.startsWith('data.tar'));
   if (!data) throw new BadInputError(deb, 'no data.tar member');
+  return extractDataMembers(deb, data, createReadStream(deb, { start: data.offset, end: data.offset + data.size - 1 }), wanted, opts);
+}
+
+/**
+ * The same for a .deb on an HTTP server, read with Range requests: the ar member table (a few
+ * bytes), then the data member streamed until every wanted member was seen. Only the bytes up to
+ * the last wanted member are downloaded (System.map sits near the start of the ~1 GB -dbg packages).
+ */
+export async function extractRemoteDebMembers(
+  url: string,
+  wanted: Map<string, string>,
+  opts: ExtractOptions = {},
+): Promise<ExtractResult> {
+  const range = async (start: number, end: number): Promise<Response> => {
+    let r: Response;
+    try {
+      r = await fetch(url, { headers: { Range: `bytes=${start}-${end}` } });
+    } catch (e) {
+      throw new ToolError('http', `cannot fetch ${url}: ${(e as Error).message}`);
+    }
+    if (r.status !== 206) {
+      await r.body?.cancel();
+      const why = r.status === 404 ? 'the mirror does not serve it (404), although its package lists name it' : `expected 206 Partial Content for bytes ${start}-${end}, got ${r.status}`;
+      throw new ToolError('http', `${url}: ${why}`);
+    }
+    return r;
+  };
+  const bytes = async (start: number, len: number): Promise<Buffer> => Buffer.from(await (await range(start, start + len - 1)).arrayBuffer());
+  if ((await bytes(0, 8)).toString('latin1') !== '!<arch>\n') throw new BadInputError(url, 'not a .deb (ar archive magic missing)');
+  let pos = 8;
+  let data: ArMember | undefined;
+  for (let i = 0; i < 8 && !data; i++) {
+    const hdr = await bytes(pos, 60);
+    if (hdr.length !== 60 || hdr.toString('latin1', 58, 60) !== '`\n') throw new BadInputError(url, `corrupt ar header at byte ${pos}`);
+    const name = hdr.toString('latin1', 0, 16).trim().replace(/\/$/, '');
+    const size = Number.parseInt(hdr.toString('latin1', 48, 58).trim(), 10);
+    if (name.startsWith('data.tar')) data = { name, offset: pos + 60, size };
+    pos += 60 + size + (size % 2);
+  }
+  if (!data) throw new BadInputError(url, 'no data.tar member');
+  const body = (await range(data.offset, data.offset + data.size - 1)).body;
+  if (!body) throw new ToolError('http', `${url}: empty response`);
+  const src = Readable.fromWeb(body as import('node:stream/web').ReadableStream<Uint8Array>);
+  return extractDataMembers(url, data, src, wanted, opts);
+}
+
+async function extractDataMembers(
+  deb: string,
+  data: ArMember,
+  src: Readable,
+  wanted: Map<string, string>,
+  opts: ExtractOptions,
+): Promise<ExtractResult> {
   const want = new Map<string, string>();
   for (const [k, v] of wanted) want.set(norm(k), v);
 
-  const src = createReadStream(deb, { start: data.offset, end: data.offset + data.size - 1 });
   let decompressed: Readable;
   let child: ReturnType<typeof spawn> | undefined;
   let childErr = '';

@@ -1,6 +1,7 @@
 // The clang-14 command line that compiles monitor C code against a guest kernel's own headers
 // into userspace-linkable LLVM IR (measured set, see DESIGN.md "Compiling kernel code for userspace").
 
+import { existsSync } from 'node:fs';
 import { execaSync } from 'execa';
 import { ToolError } from '../../common/errors.ts';
 import type { HeaderTree } from './packages.ts';
@@ -40,7 +41,7 @@ export interface FlagOptions {
  * Flags for `clang-14 <flags> file.c -o out`. `shimDirs` come first on the include path so
  * shims can override kernel headers (static keys, asm helpers). K = commonDir, O = archDir.
  */
-export function kernelClangFlags(tree: Pick<HeaderTree, 'commonDir' | 'archDir'>, shimDirs: string[], opts: FlagOptions = {}): string[] {
+export function kernelClangFlags(tree: Pick<HeaderTree, 'commonDir' | 'archDir'> & { line?: HeaderTree['line'] }, shimDirs: string[], opts: FlagOptions = {}): string[] {
   const K = tree.commonDir;
   const O = tree.archDir;
   const flags = [
@@ -56,8 +57,8 @@ export function kernelClangFlags(tree: Pick<HeaderTree, 'commonDir' | 'archDir'>
     `-I${O}/arch/x86/include/generated/uapi`,
     `-I${K}/include/uapi`,
     `-I${O}/include/generated/uapi`,
-    '-include',
-    `${K}/include/linux/compiler-version.h`,
+    // compiler-version.h appeared in 5.12 (5.10 headers lack it)
+    ...(existsSync(`${K}/include/linux/compiler-version.h`) ? ['-include', `${K}/include/linux/compiler-version.h`] : []),
     '-include',
     `${K}/include/linux/kconfig.h`,
     '-include',
@@ -88,9 +89,20 @@ export function kernelClangFlags(tree: Pick<HeaderTree, 'commonDir' | 'archDir'>
     '-fno-vectorize',
     '-fno-slp-vectorize',
     '-g0',
+    ...lineFlags(tree.line),
   ];
   const emit = opts.emit ?? 'bc';
   if (emit === 'bc') flags.push('-emit-llvm', '-c');
   else if (emit === 'll') flags.push('-S', '-emit-llvm');
   return flags;
+}
+
+/**
+ * Flags one kernel line's headers need from clang-14. 7.x headers use anonymous struct members of
+ * a tagged type (Microsoft extension; the kernel's Makefile passes -fms-extensions since 6.19) and
+ * state LLVM >= 15; with CC_USING_FENTRY their ftrace header takes the path clang-14 can compile.
+ */
+export function lineFlags(line: HeaderTree['line']): string[] {
+  if (line === '7.x') return ['-fms-extensions', '-DCC_USING_FENTRY', '-Wno-microsoft-anon-tag'];
+  return [];
 }

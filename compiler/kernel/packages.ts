@@ -16,12 +16,15 @@ import { join, resolve } from 'node:path';
 import { execa } from 'execa';
 import { cacheDir } from '../../common/cache.ts';
 import { BadInputError, ToolError } from '../../common/errors.ts';
-import { extractDebMember } from './deb.ts';
+import { extractDebMembers, extractRemoteDebMembers } from './deb.ts';
 import { progressReporter, type LogFn, type ProgressFn } from './progress.ts';
-import { parseRelease, type Flavour, type KernelRelease } from './release.ts';
+import { ARCHIVE_SUITES, privateApt, SECURITY_SUITES } from './apt.ts';
+import { parseRelease, type Flavour, type KernelLine, type KernelRelease } from './release.ts';
 
 export interface HeaderTree {
   release: string;
+  /** the Debian kernel line; undefined for a --kernel-dir tree whose release is not a Debian one */
+  line?: KernelLine;
   /** `custom` for a tree given with --kernel-dir whose release is not a Debian one */
   flavour: Flavour | 'custom';
   /** e.g. `6.1.0-56` */
@@ -41,9 +44,9 @@ export interface HeaderTree {
 }
 
 export interface KernelTree extends HeaderTree {
-  /** bzImage (carries .BTF inside its compressed vmlinux) */
-  vmlinuz: string;
-  /** an uncompressed vmlinux when one is at hand (build tree); btf.ts caches one under workDir otherwise */
+  /** bzImage (carries .BTF inside its compressed vmlinux); absent when only the headers' BTF vmlinux was fetched */
+  vmlinuz?: string;
+  /** an uncompressed vmlinux when one is at hand (build tree, or the BTF-only one of the 6.12/7.x headers); btf.ts caches one under workDir otherwise */
   vmlinux?: string;
   systemMap: string;
   /** `lib/modules/<release>` (modules.dep, kernel/**.ko) when the tree has the modules */
@@ -59,43 +62,54 @@ export interface FetchOptions {
   log?: LogFn;
   /** draw progress on stderr; default: when no onProgress callback was given */
   progressOnStderr?: boolean;
-  /** run `apt-get update` (once per process) when apt does not know a package; default true */
+  /** refresh the private apt lists (once per process) when they lack a package; default true */
   aptUpdate?: boolean;
 }
 
 // ---------------------------------------------------------------------------------------------
-// apt
-
-let aptUpdated = false;
+// apt (a private state in the cache: compiler/kernel/apt.ts)
 
 interface AptInfo {
   version: string;
   size: number;
+  uri: string;
 }
 
-async function aptInfo(pkg: string): Promise<AptInfo | undefined> {
-  let r;
-  try {
-    r = await execa('apt-cache', ['show', '--no-all-versions', pkg], { reject: false, env: { LC_ALL: 'C' } });
-  } catch (e) {
-    throw new ToolError('apt-cache', `cannot run (${(e as Error).message}); Ciel needs Debian's apt to fetch kernel packages`);
+/** Make sure the private lists exist; later, refresh them once per process when a package is unknown. */
+async function aptInfo(pkg: string, opts: FetchOptions, log: LogFn): Promise<AptInfo | undefined> {
+  const apt = privateApt();
+  if (apt.empty) {
+    if (opts.aptUpdate === false) return undefined;
+    await apt.update(log, 'first use: listing the Debian suites that carry kernels');
   }
-  if (r.exitCode !== 0 || !r.stdout.trim()) return undefined;
-  const version = /^Version: (\S+)/m.exec(r.stdout)?.[1];
-  const size = Number(/^Size: (\d+)/m.exec(r.stdout)?.[1] ?? 0);
-  return version ? { version, size } : undefined;
+  return apt.info(pkg);
 }
 
-async function aptUpdate(log: LogFn): Promise<void> {
-  if (aptUpdated) return;
-  aptUpdated = true;
-  log('apt-get update (a package was unknown to apt)');
-  const t0 = performance.now();
-  const r = await execa('apt-get', ['update'], { reject: false, env: { LC_ALL: 'C' } });
-  if (r.exitCode !== 0) {
-    throw new ToolError('apt-get', `apt-get update failed (exit ${r.exitCode}): ${r.stderr.trim().slice(-2000)}`);
+/** Releases of the same flavour that apt knows, nearest to the one asked for first. */
+export async function nearestReleases(rel: KernelRelease, max = 6): Promise<string[]> {
+  const apt = privateApt();
+  if (apt.empty) return [];
+  const [major, minor] = rel.upstream.split('.');
+  const prefix = rel.line === '7.x' ? `linux-headers-${major}.` : `linux-headers-${major}.${minor}.`;
+  const key = (r: KernelRelease): number => {
+    const [a, b, c] = r.upstream.split('.').map(Number) as [number, number, number];
+    return a * 1e9 + b * 1e6 + (r.line === '6.1' || r.line === '5.10' ? r.abiNumber : c) * 100 + Number(/deb(\d+)/.exec(r.abi)?.[1] ?? 0);
+  };
+  const want = key(rel);
+  const found = new Map<string, number>();
+  for (const name of await apt.namesStartingWith(prefix)) {
+    try {
+      const r = parseRelease(name.slice('linux-headers-'.length));
+      if (r.flavour === rel.flavour && r.release !== rel.release) found.set(r.release, key(r));
+    } catch {
+      /* -common, meta packages */
+    }
   }
-  log(`apt-get update done in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  return [...found.entries()]
+    .sort((a, b) => Math.abs(a[1] - want) - Math.abs(b[1] - want))
+    .slice(0, max)
+    .sort((a, b) => a[1] - b[1])
+    .map(([r]) => r);
 }
 
 /** Debian version from a .deb file name (`pkg_1%3a2.3-4_amd64.deb`). */
@@ -138,9 +152,7 @@ async function aptDownload(pkg: string, info: AptInfo, debsDir: string, opts: Fe
   }, 250);
   let r;
   try {
-    r = await execa('apt-get', ['download', `${pkg}=${info.version}`], { cwd: tmp, reject: false, env: { LC_ALL: 'C' } });
-  } catch (e) {
-    throw new ToolError('apt-get', `cannot run (${(e as Error).message})`);
+    r = await privateApt().run('apt-get', ['download', `${pkg}=${info.version}`], tmp);
   } finally {
     clearInterval(poll);
   }
@@ -161,30 +173,48 @@ async function aptDownload(pkg: string, info: AptInfo, debsDir: string, opts: Fe
 }
 
 /**
- * The .deb for the first of `candidates` that is cached or known to apt (downloading it when
- * needed). Runs `apt-get update` once when none of them is known. Throws BadInputError naming
- * the package(s) and the release when apt does not have it.
+ * The first of `candidates` that is cached or known to apt: {pkg, deb} for a cached .deb, else the
+ * apt info. Refreshes the private lists once per process when none is known. Throws BadInputError
+ * naming the package(s), the release and the nearest releases that exist when apt does not have it.
  */
-async function ensureDeb(candidates: string[], rel: KernelRelease, what: string, opts: FetchOptions, log: LogFn): Promise<{ pkg: string; deb: string }> {
+async function findPackage(candidates: string[], rel: KernelRelease, what: string, opts: FetchOptions, log: LogFn): Promise<{ pkg: string; deb?: string; info?: AptInfo }> {
   const debsDir = cacheDir('debs');
   for (const pkg of candidates) {
     const hit = cachedDeb(pkg, debsDir);
     if (hit) return { pkg, deb: hit };
   }
+  const apt = privateApt();
   for (let attempt = 0; attempt < 2; attempt++) {
     for (const pkg of candidates) {
-      const info = await aptInfo(pkg);
-      if (info) return { pkg, deb: await aptDownload(pkg, info, debsDir, opts, log) };
+      const info = await aptInfo(pkg, opts, log);
+      if (info) return { pkg, info };
     }
-    if (attempt === 0 && !aptUpdated && opts.aptUpdate !== false) await aptUpdate(log);
+    if (attempt === 0 && !apt.updated && !apt.empty && opts.aptUpdate !== false) await apt.update(log, `${candidates[0]} is not in the lists`);
     else break;
   }
+  const near = await nearestReleases(rel);
   throw new BadInputError(
     '--kernel',
-    `kernel ${rel.release}: apt has no package ${candidates.join(' or ')} (${what}); ` +
-      `this ABI/flavour may not be published (check: apt-cache policy ${candidates[0]}), ` +
-      'or add the Debian archive/snapshot that carries it to the apt sources',
+    `kernel ${rel.release}: apt has no package ${candidates.join(' or ')} (${what}) in ${ARCHIVE_SUITES.concat(SECURITY_SUITES).join(', ')}; ` +
+      (near.length ? `nearest ${rel.flavour} releases that exist: ${near.join(', ')}` : 'no release of that line and flavour is listed') +
+      ` (check: apt-cache policy ${candidates[0]}, or build from a tree with --kernel-dir)`,
   );
+}
+
+/** The .deb for the first of `candidates` that is cached or known to apt (downloading it when needed). */
+async function ensureDeb(candidates: string[], rel: KernelRelease, what: string, opts: FetchOptions, log: LogFn): Promise<{ pkg: string; deb: string }> {
+  const found = await findPackage(candidates, rel, what, opts, log);
+  if (found.deb) return { pkg: found.pkg, deb: found.deb };
+  try {
+    return { pkg: found.pkg, deb: await aptDownload(found.pkg, found.info!, cacheDir('debs'), opts, log) };
+  } catch (e) {
+    // a listed package the mirror cannot serve (seen: 5.10.0-46-cloud-amd64-unsigned, 404): the next
+    // candidate (the signed image carries the same vmlinuz payload and modules) may be there
+    const rest = candidates.slice(candidates.indexOf(found.pkg) + 1);
+    if (!(e instanceof ToolError) || rest.length === 0) throw e;
+    log(`${found.pkg}: ${e.message.split('\n')[0]}; trying ${rest.join(', ')}`);
+    return ensureDeb(rest, rel, what, opts, log);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -274,16 +304,17 @@ function headerTree(rel: KernelRelease, dir: string, versions: Record<string, st
   for (const d of [join(commonDir, 'include/linux'), join(archDir, 'include/generated')]) {
     if (!existsSync(d)) throw new BadInputError(d, `missing after extracting the headers of ${rel.release}`);
   }
-  const bootConfig = join(dir, 'boot', `config-${rel.release}`);
+  const imageConfig = join(dir, rel.paths.config);
   return {
     release: rel.release,
+    line: rel.line,
     flavour: rel.flavour,
     abi: rel.abi,
     dir,
     workDir: dir,
     commonDir,
     archDir,
-    config: existsSync(bootConfig) ? bootConfig : join(archDir, '.config'),
+    config: existsSync(imageConfig) ? imageConfig : join(archDir, '.config'),
     packageVersions: versions,
   };
 }
@@ -299,11 +330,91 @@ export async function fetchHeaders(release: string, opts: FetchOptions = {}): Pr
   });
 }
 
+/** System.map from the -dbg package: from a cached .deb, else streamed from the mirror (only the bytes up to it). */
+async function systemMapInto(rel: KernelRelease, dir: string, opts: FetchOptions, log: LogFn, versions: Record<string, string>, debs: Record<string, string>): Promise<string> {
+  const systemMap = join(dir, 'System.map');
+  const found = await findPackage([rel.packages.dbg], rel, 'the real System.map', opts, log);
+  const version = found.deb ? versionFromDebName(found.deb) : found.info!.version;
+  versions[found.pkg] = version;
+  if (found.deb) debs[found.pkg] = found.deb;
+  const mapStamp = join(dir, '.ciel', `system-map--${found.pkg}_${version}.done`);
+  const oldStamp = found.deb ? stampPath(dir, found.deb, 'system-map') : '';
+  if ((existsSync(mapStamp) || (oldStamp && existsSync(oldStamp))) && existsSync(systemMap)) return systemMap;
+  const t0 = performance.now();
+  const rep = progressReporter(`System.map from ${found.pkg}`, {
+    onProgress: opts.onProgress,
+    toStderr: opts.progressOnStderr ?? !opts.onProgress,
+    intervalMs: process.stderr.isTTY ? 100 : 2000,
+  });
+  const wanted = new Map([[`./${rel.paths.dbgSystemMap}`, systemMap]]);
+  const onBytes = (d: number, t: number): void => rep.update(d, t);
+  const r = found.deb
+    ? await extractDebMembers(found.deb, wanted, { onBytes })
+    : await extractRemoteDebMembers(found.info!.uri, wanted, { onBytes });
+  const secs = (performance.now() - t0) / 1000;
+  const how = `${(r.compressedRead / 1048576).toFixed(1)} of ${(r.compressedTotal / 1048576).toFixed(1)} MiB compressed`;
+  rep.finish(`found after ${how} in ${secs.toFixed(2)} s`);
+  writeFileSync(mapStamp, new Date().toISOString());
+  log(`extracted System.map from ${found.deb ? found.deb.split('/').pop() : found.info!.uri} in ${secs.toFixed(2)} s (${found.deb ? 'read' : 'streamed'} ${how})`);
+  return systemMap;
+}
+
+/** The image package(s): vmlinuz, config and the modules (7.x: linux-binary-unsigned + linux-modules + linux-base). */
+async function imageInto(rel: KernelRelease, dir: string, opts: FetchOptions, log: LogFn, versions: Record<string, string>, debs: Record<string, string>): Promise<string> {
+  const vmlinuz = join(dir, rel.paths.vmlinuz);
+  const modules = join(dir, rel.paths.modulesDir, 'kernel');
+  const parts: [string[], string, string[]][] = [[rel.packages.image, 'vmlinuz', rel.packages.modules ? [vmlinuz] : [vmlinuz, modules]]];
+  if (rel.packages.modules) parts.push([[rel.packages.modules], 'the modules', [modules]]);
+  if (rel.packages.base) parts.push([[rel.packages.base], 'the config', [join(dir, rel.paths.config)]]);
+  for (const [cands, what, mustExist] of parts) {
+    const got = await ensureDeb(cands, rel, what, opts, log);
+    versions[got.pkg] = versionFromDebName(got.deb);
+    debs[got.pkg] = got.deb;
+    await dpkgExtractAll(got.deb, dir, log, mustExist);
+    for (const f of mustExist) {
+      if (!existsSync(f)) throw new BadInputError(got.deb, `no ${f.slice(dir.length + 1)} after extracting ${got.pkg}`);
+    }
+  }
+  return vmlinuz;
+}
+
 /**
- * Fetch everything `ciel build --kernel RELEASE` needs: headers, vmlinuz + config from the image
- * package, and System.map from the -dbg package (streamed; only that one member is decompressed).
+ * Only vmlinuz and the config out of the image package (its BTF is all a build needs where the headers
+ * carry no BTF vmlinux: 5.10, 6.1); the modules (most of the package) stay packed until a guest needs them.
  */
-export async function fetchKernel(release: string, opts: FetchOptions = {}): Promise<KernelTree> {
+async function vmlinuzInto(rel: KernelRelease, dir: string, opts: FetchOptions, log: LogFn, versions: Record<string, string>, debs: Record<string, string>): Promise<string> {
+  const vmlinuz = join(dir, rel.paths.vmlinuz);
+  const config = join(dir, rel.paths.config);
+  const got = await ensureDeb(rel.packages.image, rel, 'vmlinuz', opts, log);
+  versions[got.pkg] = versionFromDebName(got.deb);
+  debs[got.pkg] = got.deb;
+  const stamp = stampPath(dir, got.deb, 'vmlinuz');
+  if ((existsSync(stamp) || existsSync(stampPath(dir, got.deb, 'all'))) && existsSync(vmlinuz) && existsSync(config)) return vmlinuz;
+  const t0 = performance.now();
+  await extractDebMembers(got.deb, new Map([[`./${rel.paths.vmlinuz}`, vmlinuz], [`./${rel.paths.config}`, config]]));
+  writeFileSync(stamp, new Date().toISOString());
+  log(`extracted vmlinuz and config from ${got.deb.split('/').pop()} in ${((performance.now() - t0) / 1000).toFixed(2)} s`);
+  return vmlinuz;
+}
+
+/**
+ * Fetch everything `ciel build --kernel RELEASE` needs: headers, System.map from the -dbg package
+ * (streamed; only that one member is decompressed) and BTF: the BTF-only `vmlinux` of the 6.12/7.x
+ * headers package, else the image. With `image: true` (default) the image package(s) are fetched
+ * too (vmlinuz to boot, modules); `image: false` skips them where the headers carry the BTF.
+ */
+export async function fetchKernel(release: string, opts: FetchOptions = {}): Promise<KernelTree & { vmlinuz: string }> {
+  const tree = await fetchKernelParts(release, { ...opts, image: true });
+  if (!tree.vmlinuz) throw new BadInputError(tree.dir, `no vmlinuz for ${release}`);
+  return tree as KernelTree & { vmlinuz: string };
+}
+
+/** What `ciel build` needs: like fetchKernel, but the image only where the headers carry no BTF vmlinux (5.10, 6.1). */
+export async function fetchKernelForBuild(release: string, opts: FetchOptions = {}): Promise<KernelTree> {
+  return fetchKernelParts(release, { ...opts, image: false });
+}
+
+async function fetchKernelParts(release: string, opts: FetchOptions & { image: boolean }): Promise<KernelTree> {
   const rel = parseRelease(release);
   const log = opts.log ?? (() => {});
   const time = timed(log);
@@ -311,46 +422,22 @@ export async function fetchKernel(release: string, opts: FetchOptions = {}): Pro
   return withLock(dir, async () => {
     const tAll = performance.now();
     const { versions, debs } = await headersInto(rel, dir, opts, log);
-
-    // image: vmlinuz, config and the modules (guests need virtio_net, ip_vs, ...; module BTF for
-    // split-BTF layouts). The whole package is extracted so the folder really holds all of it.
-    const image = await ensureDeb(rel.packages.image, rel, 'vmlinuz', opts, log);
-    versions[image.pkg] = versionFromDebName(image.deb);
-    debs[image.pkg] = image.deb;
-    const vmlinuz = join(dir, 'boot', `vmlinuz-${rel.release}`);
-    const config = join(dir, 'boot', `config-${rel.release}`);
-    const modules = join(dir, 'lib/modules', rel.release, 'kernel');
-    await dpkgExtractAll(image.deb, dir, log, [vmlinuz, config, modules]);
-    for (const f of [vmlinuz, config, modules]) {
-      if (!existsSync(f)) throw new BadInputError(image.deb, `no ${f.slice(dir.length + 1)} after extracting the image package`);
-    }
-
-    // System.map from -dbg
-    const dbg = await ensureDeb([rel.packages.dbg], rel, 'the real System.map', opts, log);
-    versions[dbg.pkg] = versionFromDebName(dbg.deb);
-    debs[dbg.pkg] = dbg.deb;
-    const systemMap = join(dir, 'System.map');
-    const mapStamp = stampPath(dir, dbg.deb, 'system-map');
-    if (!existsSync(mapStamp) || !existsSync(systemMap)) {
-      const t0 = performance.now();
-      const rep = progressReporter(`System.map from ${dbg.pkg}`, {
-        onProgress: opts.onProgress,
-        toStderr: opts.progressOnStderr ?? !opts.onProgress,
-        intervalMs: process.stderr.isTTY ? 100 : 2000,
-      });
-      const r = await extractDebMember(dbg.deb, `./usr/lib/debug/boot/System.map-${rel.release}`, systemMap, {
-        onBytes: (d, t) => rep.update(d, t),
-      });
-      const secs = (performance.now() - t0) / 1000;
-      rep.finish(`found after ${(r.compressedRead / 1048576).toFixed(1)} of ${(r.compressedTotal / 1048576).toFixed(1)} MiB in ${secs.toFixed(2)} s`);
-      writeFileSync(mapStamp, new Date().toISOString());
-      log(
-        `extracted System.map from ${dbg.deb.split('/').pop()} in ${secs.toFixed(2)} s ` +
-          `(read ${(r.compressedRead / 1048576).toFixed(1)} of ${(r.compressedTotal / 1048576).toFixed(1)} MiB compressed)`,
-      );
-    }
+    const headersVmlinux = rel.paths.headersVmlinux ? join(dir, rel.paths.headersVmlinux) : undefined;
+    const btfInHeaders = headersVmlinux !== undefined && existsSync(headersVmlinux);
+    let vmlinuz: string | undefined;
+    if (opts.image) vmlinuz = await imageInto(rel, dir, opts, log, versions, debs);
+    else if (!btfInHeaders) vmlinuz = await vmlinuzInto(rel, dir, opts, log, versions, debs);
+    const systemMap = await systemMapInto(rel, dir, opts, log, versions, debs);
     time(`kernel ${rel.release} ready`, tAll);
-    return { ...headerTree(rel, dir, versions), vmlinuz, config, systemMap, modulesDir: join(dir, 'lib/modules', rel.release), debs };
+    const modulesDir = join(dir, rel.paths.modulesDir);
+    return {
+      ...headerTree(rel, dir, versions),
+      vmlinuz,
+      vmlinux: btfInHeaders ? headersVmlinux : undefined,
+      systemMap,
+      modulesDir: existsSync(join(modulesDir, 'kernel')) ? modulesDir : undefined,
+      debs,
+    };
   });
 }
 

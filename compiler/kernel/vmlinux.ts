@@ -99,7 +99,7 @@ export async function extractVmlinux(vmlinuz: string, dest: string): Promise<voi
 }
 
 export interface BtfSourceTree {
-  vmlinuz: string;
+  vmlinuz?: string;
   vmlinux?: string;
   workDir: string;
 }
@@ -108,7 +108,7 @@ export interface BtfSourceTree {
 export async function vmlinuxFor(tree: BtfSourceTree): Promise<string> {
   if (tree.vmlinux && existsSync(tree.vmlinux)) return tree.vmlinux;
   const cached = join(tree.workDir, 'vmlinux');
-  if (!existsSync(tree.vmlinuz)) throw new BadInputError(tree.vmlinuz, 'kernel image not found');
+  if (!tree.vmlinuz || !existsSync(tree.vmlinuz)) throw new BadInputError(tree.vmlinuz ?? tree.workDir, 'kernel image not found (and no vmlinux with BTF)');
   if (existsSync(cached) && statSync(cached).mtimeMs >= statSync(tree.vmlinuz).mtimeMs) return cached;
   await extractVmlinux(tree.vmlinuz, cached);
   return cached;

@@ -9,13 +9,14 @@ import { pathToFileURL } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { buildMonitor } from '../../compiler/build.ts';
 import { LayoutMismatchError } from '../../compiler/kernel/layout-check.ts';
-import { fetchHeaders, fetchKernel } from '../../compiler/kernel/packages.ts';
+import { fetchHeaders, fetchKernel, fetchKernelForBuild } from '../../compiler/kernel/packages.ts';
 import { loadSystemMap } from '../../compiler/kernel/system-map.ts';
 
 const out = mkdtempSync(join(tmpdir(), 'ciel-build-'));
 afterAll(() => rmSync(out, { recursive: true, force: true }));
 
-describe.each(['6.1.0-56-amd64', '6.1.0-56-rt-amd64', '6.1.0-56-cloud-amd64'])('ciel build --kernel %s', (release) => {
+// 6.1 in every flavour; the other lines in one flavour each (a different one per line)
+describe.each(['6.1.0-56-amd64', '6.1.0-56-rt-amd64', '6.1.0-56-cloud-amd64', '5.10.0-46-amd64', '6.12.118+deb13-cloud-amd64', '7.3.4+deb13-rt-amd64'])('ciel build --kernel %s', (release) => {
   it('produces a monitor that imports only libc, translates every guest load and matches the BTF', async () => {
     const r = await buildMonitor({ release, outRoot: out });
     expect(r.manifest.release).toBe(release);
@@ -30,7 +31,7 @@ describe.each(['6.1.0-56-amd64', '6.1.0-56-rt-amd64', '6.1.0-56-cloud-amd64'])('
       .filter(Boolean);
     expect(undef.filter((s) => !/^(_setjmp|longjmp|abort|calloc|free|memcpy|memset|memmove|dl_iterate_phdr|dladdr|__cxa_finalize|__gmon_start__|_ITM_\w+)$/.test(s))).toEqual([]);
     // every slot carries this kernel's System.map address; per-CPU ones are flagged
-    const map = loadSystemMap((await fetchKernel(release)).systemMap);
+    const map = loadSystemMap((await fetchKernelForBuild(release)).systemMap);
     for (const s of r.slots) {
       const sym = map.get(s.name)!;
       expect(s.address, s.name).toBe(`0x${sym.address.toString(16)}`);
@@ -38,6 +39,10 @@ describe.each(['6.1.0-56-amd64', '6.1.0-56-rt-amd64', '6.1.0-56-cloud-amd64'])('
     }
     expect(r.slots.map((s) => s.name)).toContain('cgrp_dfl_root');
     expect(r.slots.find((s) => s.name === '__per_cpu_offset')?.perCpu).toBe(false);
+    expect(r.slots.some((s) => s.perCpu)).toBe(true);
+    // per-CPU symbols slide with KASLR only where the per-CPU section is not at 0 (7.x)
+    expect(r.manifest.perCpuStart).toBe(`0x${map.perCpuStart.toString(16)}`);
+    expect(map.perCpuStart === 0n).toBe(!release.startsWith('7.'));
     // the generated bindings decode what the C header defines
     const abi = await import(pathToFileURL(join(r.outDir, 'abi.ts')).href);
     expect(abi.CIEL_CGROUP_REC_SIZE).toBe(384);

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ToolError } from '../../common/errors.ts';
-import { buildGuest, makeDockerDisk, type GuestImage } from './build.ts';
+import { buildGuest, makeDockerDisk, type GuestImage, type GuestKernel } from './build.ts';
 import { TruthChannel, type Truth } from './truth.ts';
 
 export type GuestMode = 'cgroup2' | 'cgroup1';
@@ -37,6 +37,8 @@ export interface BootOptions {
   wrapper?: string[];
   /** more QEMU arguments (e.g. a NIC) */
   extraArgs?: string[];
+  /** the guest kernel (default Debian 6.1.0-56-amd64); guestKernel(release) in ./kernel.ts gives any line's */
+  kernel?: GuestKernel;
   /** attach a second, read-only virtio disk: an ext4 image with Docker's config.v2.json of each standard container (build.ts makeDockerDisk) */
   dockerDisk?: boolean;
 }
@@ -97,7 +99,7 @@ export async function bootGuest(opts: BootOptions = {}): Promise<Guest> {
   const log = opts.log ?? ((l: string) => process.stderr.write(`${l}\n`));
   const say = (m: string) => log(`[guest ${name} +${since()}s] ${m}`);
 
-  const image = buildGuest((m) => say(m));
+  const image = buildGuest((m) => say(m), opts.kernel);
   const runDir = join(tmpdir(), `ciel-guest-${name}`);
   rmSync(runDir, { recursive: true, force: true });
   mkdirSync(runDir, { recursive: true });

@@ -39,8 +39,8 @@ export interface GuestImage {
   built: boolean;
 }
 
-export function buildGuest(log: (m: string) => void = () => {}): GuestImage {
-  const kernel = ensureKernel(log);
+/** The initramfs for `kernel` (default: Debian 6.1.0-56-amd64; other lines from guest/kernel.ts guestKernel()). */
+export function buildGuest(log: (m: string) => void = () => {}, kernel: GuestKernel = ensureKernel(log)): GuestImage {
   const modules = resolveModules(kernel.modulesDir, GUEST_MODULES);
   const busybox = '/bin/busybox';
   if (!existsSync(busybox)) throw new ToolError('busybox', 'busybox-static is not installed (/bin/busybox)');
@@ -61,7 +61,7 @@ export function buildGuest(log: (m: string) => void = () => {}): GuestImage {
   for (const b of Object.values(scripts)) h.update(b);
   h.update(containersTxt);
   h.update(modulesTxt);
-  h.update(KERNEL_RELEASE);
+  h.update(kernel.release);
   for (const f of [busybox, ipBin, ...ipLibs]) {
     const st = statSync(f);
     h.update(`${f}:${st.size}:${st.mtimeMs}`);

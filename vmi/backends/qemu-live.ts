@@ -7,6 +7,7 @@ import { BadInputError, CielError, VmError } from '../../common/errors.ts';
 import { guardPause, releasePause } from '../pause-guardian.ts';
 import { QmpClient, QmpError, type QmpEvent, type RunStatus, type VcpuRegisters } from '../qmp.ts';
 import type { GuestRegisters, MemoryBackend, PhysRange } from './backend.ts';
+import { kernelRoot } from '../kernel-root.ts';
 
 /** The guest is gone, was reset, or is in a state where its memory no longer means what it did. */
 export class GuestStateError extends VmError {
@@ -180,8 +181,8 @@ export class QemuLiveBackend implements MemoryBackend {
 
   async registers(): Promise<GuestRegisters> {
     const { vcpus } = await this.allRegisters();
-    // any vCPU works for kernel addresses; prefer one that is not in real mode / not yet started
-    const v = vcpus.find((x) => x.cr3 !== 0n) ?? vcpus[0];
+    // the kernel's own init_top_pgt, else a vCPU whose page tables map the kernel half (kernel-root.ts)
+    const v = kernelRoot(this, vcpus);
     return { cr3: v.cr3, cr4: v.cr4 };
   }
 

@@ -240,9 +240,29 @@ API int ciel_vm_add_range(struct ciel_vm *vm, uint64_t gpa, uint64_t len, const 
   return 0;
 }
 
+/* Present entries in the kernel half (256..511) of a top-level table; -1 when it is outside RAM. */
+static int kernel_half_present(const struct ciel_vm *vm, uint64_t root) {
+  int n = 0;
+  for (int i = 256; i < 512; i++) {
+    const unsigned char *h = phys_to_host(vm, root + (uint64_t)i * 8, 8);
+    if (!h) return -1;
+    if (read_pte(h) & PTE_PRESENT) n++;
+  }
+  return n;
+}
+
+/* Call after the RAM ranges were added (the root is chosen by looking at the tables). */
 API void ciel_vm_set_paging(struct ciel_vm *vm, uint64_t cr3, uint64_t cr4) {
-  /* bit 12 is masked too: with PTI a user-mode CR3 points at the user copy (kernel root + 0x1000) */
-  vm->cr3 = cr3 & PTE_ADDR & ~0x1000ULL;
+  uint64_t root = cr3 & PTE_ADDR;
+  /* With PTI a user-mode CR3 points at the user copy (kernel root + 0x1000), whose kernel half maps
+   * only the entry trampolines. Without PTI (e.g. an AMD-like vCPU) a PGD is one 4 KiB page and any
+   * process's CR3 may have bit 12 set: masking it blindly pointed at an unrelated page (seen on a 7.3
+   * guest). So the masked root is taken only when it maps more of the kernel half. */
+  if (root & 0x1000ULL) {
+    uint64_t masked = root & ~0x1000ULL;
+    if (kernel_half_present(vm, masked) > kernel_half_present(vm, root)) root = masked;
+  }
+  vm->cr3 = root;
   vm->la57 = (int)((cr4 >> 12) & 1);
 }
 

@@ -160,7 +160,7 @@ describe('BTF parser (synthetic, every kind)', () => {
 });
 
 describe('BTF of Debian 6.1.0-56-amd64 (from vmlinuz)', () => {
-  let tree: KernelTree;
+  let tree: KernelTree & { vmlinuz: string };
   let btf: Btf;
   beforeAll(async () => {
     tree = await fetchKernel('6.1.0-56-amd64');
