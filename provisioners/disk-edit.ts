@@ -80,8 +80,26 @@ export class Ext4Editor {
     return res;
   }
 
+  private checkedClean = false;
+
+  /**
+   * Refuse to write into a filesystem whose journal still holds changes (a VM killed rather than shut
+   * down): debugfs does not replay the journal, and the guest's replay at the next mount would put the
+   * journalled inodes back over what was written here (seen: a script cut to its old length).
+   */
+  private async assertNoJournalToReplay(): Promise<void> {
+    if (this.checkedClean) return;
+    const r = await this.debugfs(['stats'], false);
+    const features = /Filesystem features:\s*(.*)/.exec(r.stdout)?.[1] ?? '';
+    if (/\bneeds_recovery\b/.test(features)) {
+      throw new BadInputError(this.rawPath, 'the ext4 journal needs recovery (the VM was not shut down cleanly): boot and shut it down, or run e2fsck, before editing it offline');
+    }
+    this.checkedClean = true;
+  }
+
   /** Write (create or replace) files, creating their directories; one debugfs run for all. */
   async writeFiles(files: { path: string; content: string | Buffer; mode?: number }[]): Promise<void> {
+    await this.assertNoJournalToReplay();
     const cmds: string[] = [];
     const dirs = new Set<string>();
     for (const f of files) {
@@ -118,6 +136,7 @@ export class Ext4Editor {
    * ignores plain files in `*.wants/` (252: "is not a symlink, ignoring").
    */
   async symlinks(links: { path: string; target: string }[]): Promise<void> {
+    await this.assertNoJournalToReplay();
     const cmds: string[] = [];
     const dirs = new Set<string>();
     for (const l of links) {

@@ -74,6 +74,16 @@ describe('offline edits for systemd + Docker guests', () => {
     expect(String((err as Error).message)).toContain(`${ids.db}/config.v2.json`);
   });
 
+  it('a filesystem whose journal needs recovery (VM killed, not shut down) is refused before any write', { timeout: 60_000 }, async () => {
+    const img = await image('dirty');
+    await execa('debugfs', ['-w', '-R', 'feature needs_recovery', img]);
+    const err = await editDockerGuest(img, { keep: ['web'] }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(BadInputError);
+    expect(String((err as Error).message)).toMatch(/journal needs recovery/);
+    const after = await editDisk(img, async (ed) => JSON.parse((await ed.readFile(`/var/lib/docker/containers/${ids.db}/hostconfig.json`))!.toString()));
+    expect(after.result.RestartPolicy.Name).toBe('always');
+  });
+
   it('unit and drop-in names are checked before anything is written', () => {
     expect(() => systemdWantsLink('../x.service', 'multi-user.target')).toThrow(BadInputError);
     expect(() => systemdDropIn('docker.service', 'a/b', '')).toThrow(BadInputError);
