@@ -27,6 +27,8 @@ export interface DockerBootOptions {
   smp?: number;
   /** the VM's address on QEMU's user network, as its disk says (default the template's) */
   address?: string;
+  /** called right after QEMU is spawned (e.g. to probe the services from then on, not from channel-ready) */
+  onSpawned?: (info: { ports: Record<string, number>; t0: number }) => void;
   /** give up when the control channel has not answered after this long (default 300 s) */
   readyTimeoutMs?: number;
   log?: (line: string) => void;
@@ -112,6 +114,7 @@ export async function bootDockerGuest(o: DockerBootOptions): Promise<DockerGuest
   ];
   say(`starting QEMU (cgroup ${cgroup}, ${memMiB} MiB, ${guestIp}, ports ${JSON.stringify(ports)})`);
   const child = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  o.onSpawned?.({ ports, t0 });
   live.add(child);
   if (!hooked) {
     hooked = true;
@@ -152,15 +155,15 @@ export async function bootDockerGuest(o: DockerBootOptions): Promise<DockerGuest
   const tail = () => (existsSync(consoleLog) ? readFileSync(consoleLog, 'latin1').slice(-3000) : '');
   const readyTimeoutMs = o.readyTimeoutMs ?? 300_000;
   try {
-    const deadline = performance.now() + readyTimeoutMs;
-    while (!channel) {
-      if (exited) throw new ToolError('qemu', `guest ${o.name}: ${exited}\n${tail()}`);
-      if (performance.now() > deadline) throw new ToolError('qemu', `guest ${o.name}: control channel silent after ${readyTimeoutMs} ms; console tail:\n${tail()}`);
-      try {
-        channel = await GuestChannel.open(ctlSocket, Math.min(20_000, Math.max(1000, deadline - performance.now())));
-      } catch {
-        /* not yet */
-      }
+    const ch = await GuestChannel.connect(ctlSocket, 10_000);
+    // Ping every 5 s, not the channel's default 500 ms: each ping's answer must arrive before the next ping
+    // is sent, and a systemd guest under TCG on a loaded host can take seconds to fork the shell.
+    try {
+      await ch.waitReady(readyTimeoutMs, 5000);
+      channel = ch;
+    } catch {
+      ch.close();
+      throw new ToolError('qemu', `guest ${o.name}: ${exited ?? `control channel silent after ${readyTimeoutMs} ms`}; console tail:\n${tail()}`);
     }
   } catch (e) {
     await stop();

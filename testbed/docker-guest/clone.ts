@@ -18,6 +18,8 @@ export interface CloneOptions {
   keep?: string[];
   /** the clone's address (written to its .network file); default the template's */
   address?: string;
+  /** more plain files for its disk (e.g. disk-edit.ts systemdDropIn) */
+  files?: { path: string; content: string }[];
   memMiB?: number;
   log?: (m: string) => void;
 }
@@ -48,7 +50,7 @@ export async function cloneAndBoot(o: CloneOptions): Promise<DockerClone> {
   const keep = o.keep ?? SERVICES.map((s) => s.name);
   const edit = await editDockerGuest(overlay, {
     keep,
-    files: o.address ? [{ path: NETWORK_FILE_PATH, content: networkFile(o.address) }] : [],
+    files: [...(o.address ? [{ path: NETWORK_FILE_PATH, content: networkFile(o.address) }] : []), ...(o.files ?? [])],
     ...(o.cgroup === 'v1' ? { daemon: JSON.parse(CGROUPFS_DAEMON_JSON) as Record<string, unknown> } : {}),
   });
   const editMs = performance.now() - t0;
