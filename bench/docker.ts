@@ -5,7 +5,7 @@
 //  - on the whole VM: one outside sample (paused guest, median) next to the same numbers read inside the
 //    guest by an agent: the cgroupfs/procfs files (awk, the ground-truth reader) and `docker stats`.
 import { openQemuMonitor } from '../vmi/qemu-attach.ts';
-import { waitServing, type DockerGuest } from '../testbed/docker-guest/boot.ts';
+import { probeFromSpawn, waitServing, type DockerGuest } from '../testbed/docker-guest/boot.ts';
 import { cloneAndBoot, type DockerClone } from '../testbed/docker-guest/clone.ts';
 import { guestTruth, runningContainers } from '../testbed/docker-guest/truth.ts';
 
@@ -35,10 +35,13 @@ export async function benchDocker(log: (s: string) => void = console.log): Promi
   let whole: DockerClone | undefined;
   let minimal: DockerClone | undefined;
   try {
-    whole = await cloneAndBoot({ name: `bench-whole-${process.pid}`, log: quiet });
-    const toWeb = await waitServing(whole.guest, ['web'], 600_000);
-    const toAll = await waitServing(whole.guest, ['web', 'db', 'batch'], 600_000);
-    const wholeVm = { toWebMs: toWeb + (whole.guest.t0 - whole.t0), toAllMs: toAll + (whole.guest.t0 - whole.t0), editMs: whole.times.editMs };
+    // services are probed from QEMU's spawn on, not from the control channel's first answer
+    let probe: Promise<Record<string, number>> | undefined;
+    whole = await cloneAndBoot({ name: `bench-whole-${process.pid}`, log: quiet, onSpawned: (i) => void (probe = probeFromSpawn(i, ['web', 'db'], 900_000)).catch(() => {}) });
+    const first = await probe!;
+    const toAll = await waitServing(whole.guest, ['batch'], 600_000); // batch has no port: asked through the channel
+    const sinceClone = whole.guest.t0 - whole.t0;
+    const wholeVm = { toWebMs: first.web! + sinceClone, toAllMs: Math.max(first.web!, first.db!, toAll) + sinceClone, editMs: whole.times.editMs };
 
     const ctrs = await runningContainers(whole.guest, 'cgroup2');
     const { backend, monitor } = await openQemuMonitor({ qmpSocket: whole.guest.qmpSocket, memFile: whole.guest.memFile, release: RELEASE });
@@ -70,9 +73,10 @@ export async function benchDocker(log: (s: string) => void = console.log): Promi
     await whole.stop();
     whole = undefined;
 
-    minimal = await cloneAndBoot({ name: `bench-minimal-${process.pid}`, keep: ['web'], address: '10.0.2.16/24', log: quiet });
-    const toWebMin = await waitServing(minimal.guest, ['web'], 600_000);
-    const minimalVm = { toWebMs: toWebMin + (minimal.guest.t0 - minimal.t0), editMs: minimal.times.editMs };
+    let probeMin: Promise<Record<string, number>> | undefined;
+    minimal = await cloneAndBoot({ name: `bench-minimal-${process.pid}`, keep: ['web'], address: '10.0.2.16/24', log: quiet, onSpawned: (i) => void (probeMin = probeFromSpawn(i, ['web'], 900_000)).catch(() => {}) });
+    const firstMin = await probeMin!;
+    const minimalVm = { toWebMs: firstMin.web! + (minimal.guest.t0 - minimal.t0), editMs: minimal.times.editMs };
     await minimal.stop();
     minimal = undefined;
 

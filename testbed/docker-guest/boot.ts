@@ -220,17 +220,37 @@ export async function waitServing(g: DockerGuest, names: string[], timeoutMs = 3
   return performance.now() - g.t0;
 }
 
+/**
+ * Probe web (HTTP) and db (redis PING) through their forwarded ports from the moment QEMU is spawned
+ * (bootDockerGuest's onSpawned), independent of the control channel: resolves with the ms from spawn at
+ * which each first answered. For boot-to-serving figures.
+ */
+export function probeFromSpawn(info: { ports: Record<string, number>; t0: number }, names: ('web' | 'db')[], timeoutMs: number): Promise<Record<string, number>> {
+  const deadline = performance.now() + timeoutMs;
+  return Promise.all(
+    names.map(async (n) => {
+      for (;;) {
+        if (await probePort(n, info.ports[n]!)) return [n, performance.now() - info.t0] as const;
+        if (performance.now() > deadline) throw new ToolError('guest', `${n} did not answer within ${timeoutMs} ms of QEMU's start`);
+        await new Promise((r) => setTimeout(r, 250));
+      }
+    }),
+  ).then((e) => Object.fromEntries(e));
+}
+
+async function probePort(name: 'web' | 'db', port: number): Promise<boolean> {
+  if (name === 'db') return redisPing(port);
+  try {
+    const r = await fetch(`http://127.0.0.1:${port}/`, { signal: AbortSignal.timeout(3000) });
+    return r.status === 200 && (await r.text()) === 'ciel web\n';
+  } catch {
+    return false;
+  }
+}
+
 /** One readiness probe of a service, from the host (web, db) or through the control channel (batch). */
 export async function answers(g: DockerGuest, name: string): Promise<boolean> {
-  if (name === 'web') {
-    try {
-      const r = await fetch(`http://127.0.0.1:${g.ports.web}/`, { signal: AbortSignal.timeout(3000) });
-      return r.status === 200 && (await r.text()) === 'ciel web\n';
-    } catch {
-      return false;
-    }
-  }
-  if (name === 'db') return redisPing(g.ports.db!);
+  if (name === 'web' || name === 'db') return probePort(name, g.ports[name]!);
   if (name === 'batch') {
     const r = await g.sh(`docker exec batch cat /tmp/log 2>/dev/null | tail -n 1`, 30_000).catch(() => ({ out: '', rc: 1 }));
     return r.rc === 0 && /^\d+ [0-9a-f]{32}/.test(r.out);

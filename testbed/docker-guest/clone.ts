@@ -22,6 +22,8 @@ export interface CloneOptions {
   files?: { path: string; content: string }[];
   memMiB?: number;
   log?: (m: string) => void;
+  /** passed to bootDockerGuest */
+  onSpawned?: (info: { ports: Record<string, number>; t0: number }) => void;
 }
 
 export interface DockerClone {
@@ -58,7 +60,7 @@ export async function cloneAndBoot(o: CloneOptions): Promise<DockerClone> {
   try {
     guest = await bootDockerGuest({
       disk: overlay, vmlinuz: template.vmlinuz, initrd: template.initrd, name: o.name, cgroup: o.cgroup,
-      memMiB: o.memMiB, address: o.address, log,
+      memMiB: o.memMiB, address: o.address, log, onSpawned: o.onSpawned,
     });
   } catch (e) {
     rmSync(overlay, { force: true });
