@@ -68,7 +68,7 @@ export async function benchDocker(log: (s: string) => void = console.log): Promi
     }
     // the agent's way: the same numbers from cgroupfs/procfs inside the guest (truth.awk over ctrs), and docker stats
     await guestTruth(whole.guest, 'cgroup2'); // installs the reader in the guest
-    const cgroupfsNs = await guestTimed(whole.guest, 'awk -v seq=1 -v mode=cgroup2 -f /run/ciel/truth.awk /run/ciel/ctrs', 10);
+    const cgroupfsNs = await guestTimed(whole.guest, 'awk -v CONVFMT=%.0f -v seq=1 -v mode=cgroup2 -f /run/ciel/truth.awk /run/ciel/ctrs', 10);
     const statsNs = await guestTimed(whole.guest, 'docker stats --no-stream', 3);
     await whole.stop();
     whole = undefined;

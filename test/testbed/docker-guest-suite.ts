@@ -140,6 +140,7 @@ export function dockerGuestSuite(cgroup: 'v2' | 'v1'): void {
         await runningContainers(clone.guest, mode);
         const exact: Record<string, number> = {};
         const moved: Record<string, number> = {};
+        const v1IoDiverged: string[] = [];
         for (let round = 0; round < ROUNDS; round++) {
           // web gets a request during the round, so something moves
           void fetch(`http://127.0.0.1:${clone.guest.ports.web}/cgi-bin/work?2000`).catch(() => {});
@@ -164,6 +165,14 @@ export function dockerGuestSuite(cgroup: 'v2' | 'v1'): void {
               if (b === null || a === null) continue;
               const v = (o as ContainerSample)[k] as number;
               const what = `${cgroup} ${tb.name} ${k}: guest ${b} .. ${a}, outside ${v}`;
+              if (mode === 'cgroup1' && (k === 'io_read_bytes' || k === 'io_write_bytes')) {
+                // Linux 6.1 on v1 counts blkio.throttle.io_service_bytes only in groups with a throttle
+                // rule, and Docker sets none; Ciel reads blk_cgroup_bio_start's per-CPU counters, which count
+                // every bio. The guest's file is then a lower bound only (README, known limits).
+                expect(v, what).toBeGreaterThanOrEqual(b);
+                if (v !== b) v1IoDiverged.push(what);
+                continue;
+              }
               const slack = k === 'cpu_usage_ns' && mode === 'cgroup2' ? 999 : 0;
               if (MONOTONIC.has(k)) {
                 expect(v, what).toBeGreaterThanOrEqual(b);
@@ -177,9 +186,12 @@ export function dockerGuestSuite(cgroup: 'v2' | 'v1'): void {
             }
           }
         }
-        process.stderr.write(`[docker ${cgroup} accuracy] exact: ${JSON.stringify(exact)} moved: ${JSON.stringify(moved)}\n`);
+        process.stderr.write(`[docker ${cgroup} accuracy] exact: ${JSON.stringify(exact)} moved: ${JSON.stringify(moved)}${v1IoDiverged.length ? ` v1 io above the throttle file: ${[...new Set(v1IoDiverged.map((w) => w.split(':')[0]))].join(', ')}` : ''}\n`);
         expect(moved.cpu_usage_ns ?? 0).toBeGreaterThan(0);
-        for (const k of METRICS) expect(exact[k] ?? 0, `${k} never settled`).toBeGreaterThan(0);
+        for (const k of METRICS) {
+          if (mode === 'cgroup1' && (k === 'io_read_bytes' || k === 'io_write_bytes')) continue;
+          expect(exact[k] ?? 0, `${k} never settled`).toBeGreaterThan(0);
+        }
       } finally {
         monitor.close();
         await backend.close();

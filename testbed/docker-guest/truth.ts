@@ -45,11 +45,15 @@ mv /run/ciel/ctrs.new /run/ciel/ctrs; cat /run/ciel/ctrs`,
 
 let seq = 0;
 
-/** One reading of every container in /run/ciel/ctrs by the guest itself (cgroupfs, procfs). */
+/**
+ * One reading of every container in /run/ciel/ctrs by the guest itself (cgroupfs, procfs). Debian's awk is
+ * mawk, which turns integers above 2^31 into "%.6g" text when concatenating (6930816867 -> 6.93082e+09):
+ * CONVFMT=%.0f keeps counters exact.
+ */
 export async function guestTruth(g: DockerGuest, mode: GuestCgroupMode): Promise<Truth> {
   const s = ++seq;
   const sent = Date.now();
-  const out = await g.must(`[ -f /run/ciel/truth.awk ] || cat > /run/ciel/truth.awk <<'CIEL_EOF'\n${TRUTH_AWK}CIEL_EOF\nawk -v seq=${s} -v mode=${mode} -f /run/ciel/truth.awk /run/ciel/ctrs`, 60_000);
+  const out = await g.must(`[ -f /run/ciel/truth.awk ] || cat > /run/ciel/truth.awk <<'CIEL_EOF'\n${TRUTH_AWK}CIEL_EOF\nawk -v CONVFMT=%.0f -v seq=${s} -v mode=${mode} -f /run/ciel/truth.awk /run/ciel/ctrs`, 60_000);
   return parseTruthLine(out, sent, Date.now());
 }
 
