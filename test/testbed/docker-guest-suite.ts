@@ -22,6 +22,8 @@ const RELEASE = '6.1.0-56-amd64';
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const CIEL = join(ROOT, 'bin', 'ciel.mjs');
 const ROUNDS = 3;
+/** the guest's vCPUs (bootDockerGuest's default) */
+const SMP = 2;
 
 type Metric = 'cpu_usage_ns' | 'memory_usage_bytes' | 'memory_rss_bytes' | 'memory_cache_bytes' | 'memory_inactive_file_bytes' | 'io_read_bytes' | 'io_write_bytes' | 'net_rx_bytes' | 'net_tx_bytes';
 const METRICS: Metric[] = ['cpu_usage_ns', 'memory_usage_bytes', 'memory_rss_bytes', 'memory_cache_bytes', 'memory_inactive_file_bytes', 'io_read_bytes', 'io_write_bytes', 'net_rx_bytes', 'net_tx_bytes'];
@@ -141,6 +143,7 @@ export function dockerGuestSuite(cgroup: 'v2' | 'v1'): void {
         const exact: Record<string, number> = {};
         const moved: Record<string, number> = {};
         const v1IoDiverged: string[] = [];
+        const stock: string[] = [];
         for (let round = 0; round < ROUNDS; round++) {
           // web gets a request during the round, so something moves
           void fetch(`http://127.0.0.1:${clone.guest.ports.web}/cgi-bin/work?2000`).catch(() => {});
@@ -178,6 +181,16 @@ export function dockerGuestSuite(cgroup: 'v2' | 'v1'): void {
                 expect(v, what).toBeGreaterThanOrEqual(b);
                 expect(v, what).toBeLessThanOrEqual(a + slack);
               }
+              if (a === b && k === 'memory_usage_bytes' && v !== b) {
+                // Equal readings prove a level did not move only if nothing went down and came back: the
+                // page counter includes each CPU's memcg charge stock (up to MEMCG_CHARGE_BATCH = 64 pages),
+                // which the guest's own reader drains by charging on that CPU and the container refills
+                // (seen on v1 with redis: 64 pages below both readings). Bounded by the stocks, page-aligned.
+                expect(Math.abs(v - b) % 4096, what).toBe(0);
+                expect(Math.abs(v - b), what).toBeLessThanOrEqual(64 * 4096 * SMP);
+                stock.push(`${tb.name} ${(v - b) / 4096} pages`);
+                continue;
+              }
               if (a === b) {
                 if (slack) expect(Math.floor(v / 1000) * 1000, what).toBe(b);
                 else expect(v, what).toBe(b);
@@ -186,7 +199,7 @@ export function dockerGuestSuite(cgroup: 'v2' | 'v1'): void {
             }
           }
         }
-        process.stderr.write(`[docker ${cgroup} accuracy] exact: ${JSON.stringify(exact)} moved: ${JSON.stringify(moved)}${v1IoDiverged.length ? ` v1 io above the throttle file: ${[...new Set(v1IoDiverged.map((w) => w.split(':')[0]))].join(', ')}` : ''}\n`);
+        process.stderr.write(`[docker ${cgroup} accuracy] exact: ${JSON.stringify(exact)} moved: ${JSON.stringify(moved)}${v1IoDiverged.length ? ` v1 io above the throttle file: ${[...new Set(v1IoDiverged.map((w) => w.split(':')[0]))].join(', ')}` : ''}${stock.length ? ` memcg stock: ${stock.join(', ')}` : ''}\n`);
         expect(moved.cpu_usage_ns ?? 0).toBeGreaterThan(0);
         for (const k of METRICS) {
           if (mode === 'cgroup1' && (k === 'io_read_bytes' || k === 'io_write_bytes')) continue;
