@@ -50,8 +50,8 @@ export interface DockerGuest {
   /** sh() that throws on a non-zero status */
   must(script: string, timeoutMs?: number): Promise<string>;
   alive(): boolean;
-  /** clean shutdown (systemctl poweroff) and wait for QEMU to exit; falls back to stop() */
-  poweroff(timeoutMs?: number): Promise<void>;
+  /** clean shutdown (systemctl poweroff), wait for QEMU to exit; false when it had to be killed (disk not clean) */
+  poweroff(timeoutMs?: number): Promise<boolean>;
   /** kill QEMU, remove the RAM file and run dir; idempotent */
   stop(): Promise<void>;
 }
@@ -194,13 +194,23 @@ export async function bootDockerGuest(o: DockerBootOptions): Promise<DockerGuest
     },
     alive: () => !exited,
     async poweroff(timeoutMs = 120_000) {
-      if (exited) return stop();
+      if (exited) {
+        await stop();
+        return false;
+      }
       void ch.exec('systemctl poweroff', 5000).catch(() => {});
-      const t = setTimeout(() => !exited && child.kill('SIGKILL'), timeoutMs);
+      let killed = false;
+      const t = setTimeout(() => {
+        if (!exited) {
+          killed = true;
+          child.kill('SIGKILL');
+        }
+      }, timeoutMs);
       await exitP;
       clearTimeout(t);
-      say('powered off');
+      say(killed ? `no clean poweroff within ${timeoutMs} ms: killed` : 'powered off');
       await stop();
+      return !killed;
     },
     stop,
   };

@@ -149,7 +149,7 @@ export async function ensureDockerTemplate(log: (m: string) => void = () => {}):
       await waitServing(g, SERVICES.map((s) => s.name), 300_000);
       log(`all services answer (${since()})`);
       await g.must('sync');
-      await g.poweroff(180_000);
+      if (!(await g.poweroff(180_000))) throw new ToolError('qemu', 'the template did not power off cleanly: its disk is not kept');
     } finally {
       await g.stop();
     }
