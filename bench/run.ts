@@ -1,6 +1,7 @@
 // `npm run bench [name]`: figures and ratios against baselines measured in the same run.
-// Names: gmap, build, monitor, overhead, scaling, fuzz-elf (the real-guest ones boot TCG guests and take minutes).
+// Names: gmap, build, monitor, overhead, scaling, fuzz-elf, docker (the real-guest ones boot TCG guests and take minutes).
 import { benchBuild } from './build.ts';
+import { benchDocker } from './docker.ts';
 import { benchFuzzElf } from './fuzz-elf.ts';
 import { benchGmap } from './gmap.ts';
 import { benchMonitor } from './monitor.ts';
@@ -14,6 +15,7 @@ const all: Record<string, () => Promise<unknown>> = {
   overhead: () => benchOverhead(),
   scaling: () => benchScaling(),
   'fuzz-elf': () => benchFuzzElf({ cases: 10_000 }),
+  docker: () => benchDocker(),
 };
 const only = process.argv.slice(2);
 for (const name of only.length ? only : Object.keys(all)) {

@@ -16,7 +16,10 @@
 //   `ip=`/`vip=` (the container's new address);
 // - or, for Docker guests, each container's /var/lib/docker/containers/<id>/hostconfig.json restart
 //   policy (`always` for the needed ones, `no` for all others; config.v2.json names the container) —
-//   exactly Ciel's edit in the paper.
+//   exactly Ciel's edit in the paper;
+// - for systemd guests, what systemd reads: symlinks to enable units (systemd 252 ignores plain files in
+//   `*.wants/`), `<unit>.d/*.conf` drop-ins, the VM's systemd-networkd `.network` file, and Docker's
+//   daemon.json (e.g. the cgroup driver).
 
 import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeFileSync, renameSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
@@ -77,8 +80,26 @@ export class Ext4Editor {
     return res;
   }
 
+  private checkedClean = false;
+
+  /**
+   * Refuse to write into a filesystem whose journal still holds changes (a VM killed rather than shut
+   * down): debugfs does not replay the journal, and the guest's replay at the next mount would put the
+   * journalled inodes back over what was written here (seen: a script cut to its old length).
+   */
+  private async assertNoJournalToReplay(): Promise<void> {
+    if (this.checkedClean) return;
+    const r = await this.debugfs(['stats'], false);
+    const features = /Filesystem features:\s*(.*)/.exec(r.stdout)?.[1] ?? '';
+    if (/\bneeds_recovery\b/.test(features)) {
+      throw new BadInputError(this.rawPath, 'the ext4 journal needs recovery (the VM was not shut down cleanly): boot and shut it down, or run e2fsck, before editing it offline');
+    }
+    this.checkedClean = true;
+  }
+
   /** Write (create or replace) files, creating their directories; one debugfs run for all. */
   async writeFiles(files: { path: string; content: string | Buffer; mode?: number }[]): Promise<void> {
+    await this.assertNoJournalToReplay();
     const cmds: string[] = [];
     const dirs = new Set<string>();
     for (const f of files) {
@@ -108,6 +129,49 @@ export class Ext4Editor {
       if (!back || !back.equals(Buffer.from(f.content))) throw new ToolError('debugfs', `${f.path} did not read back as written in ${this.rawPath}`);
     }
     this.written.push(...files.map((f) => f.path));
+  }
+
+  /**
+   * Make symbolic links (replacing what is at `path`), creating their directories. systemd needs these: it
+   * ignores plain files in `*.wants/` (252: "is not a symlink, ignoring").
+   */
+  async symlinks(links: { path: string; target: string }[]): Promise<void> {
+    await this.assertNoJournalToReplay();
+    const cmds: string[] = [];
+    const dirs = new Set<string>();
+    for (const l of links) {
+      for (const p of [l.path, l.target]) {
+        if (!p.startsWith('/') || p.includes('..') || /\s/.test(p)) throw new BadInputError(p, 'guest paths must be absolute, without spaces or ..');
+      }
+      const parts = l.path.split('/').slice(1, -1);
+      for (let i = 1; i <= parts.length; i++) {
+        const d = '/' + parts.slice(0, i).join('/');
+        if (!dirs.has(d)) {
+          dirs.add(d);
+          if (!(await this.exists(d))) cmds.push(`mkdir ${d}`);
+        }
+      }
+      cmds.push(`rm ${l.path}`, `symlink ${l.path} ${l.target}`);
+    }
+    const r = await this.debugfs(cmds, true);
+    const errs = r.stderr.split('\n').filter((x) => x.trim() && !/^debugfs \d/.test(x) && !/^rm: File not found/.test(x));
+    if (errs.length) throw new ToolError('debugfs', `linking ${links.map((l) => l.path).join(', ')} in ${this.rawPath}: ${errs.join('; ')}`);
+    for (const l of links) {
+      const got = await this.readLink(l.path);
+      if (got !== l.target) throw new ToolError('debugfs', `${l.path} reads back as ${JSON.stringify(got)}, not a link to ${l.target}, in ${this.rawPath}`);
+    }
+    this.written.push(...links.map((l) => l.path));
+  }
+
+  /** The target of a symbolic link, or null when `path` is missing or not a link. */
+  async readLink(path: string): Promise<string | null> {
+    const r = await this.debugfs([`stat ${q(path)}`], false);
+    if (/File not found|not found by ext2_lookup/.test(r.stderr) || !/Type: symlink/.test(r.stdout)) return null;
+    // fast symlinks print `Fast link dest: "..."`; longer targets live in a data block
+    const m = /Fast link dest: "(.*)"/.exec(r.stdout);
+    if (m) return m[1]!;
+    const b = await this.readFile(path);
+    return b ? b.toString('utf8') : null;
   }
 
   dispose(): void {
@@ -299,9 +363,10 @@ export async function setDockerRestartPolicies(ed: Ext4Editor, keep: string[], r
     const hcPath = `${dir}/${e.name}/hostconfig.json`;
     const hcRaw = await ed.readFile(hcPath);
     if (!cfgRaw || !hcRaw) continue;
-    const cfg = JSON.parse(cfgRaw.toString('utf8')) as { Name?: string; ID?: string };
-    const hc = JSON.parse(hcRaw.toString('utf8')) as { RestartPolicy?: { Name?: string; MaximumRetryCount?: number } };
-    const name = (cfg.Name ?? '').replace(/^\//, '');
+    const cfg = parseGuestJson(cfgRaw, `${dir}/${e.name}/config.v2.json`) as { Name?: unknown; ID?: string };
+    const hc = parseGuestJson(hcRaw, hcPath) as { RestartPolicy?: { Name?: string; MaximumRetryCount?: number } };
+    if (cfg.Name !== undefined && typeof cfg.Name !== 'string') throw new BadInputError(`${dir}/${e.name}/config.v2.json`, 'Name is not a string');
+    const name = ((cfg.Name as string | undefined) ?? '').replace(/^\//, '');
     const to = wanted(e.name, name) ? 'always' : 'no';
     const from = hc.RestartPolicy?.Name ?? '';
     changes.push({ id: e.name, name, from, to });
@@ -312,4 +377,67 @@ export async function setDockerRestartPolicies(ed: Ext4Editor, keep: string[], r
   }
   if (writes.length) await ed.writeFiles(writes);
   return changes;
+}
+
+/** A JSON object from the guest's disk; anything else is the guest's fault, reported with the file. */
+function parseGuestJson(raw: Buffer, file: string): Record<string, unknown> {
+  let v: unknown;
+  try {
+    v = JSON.parse(raw.toString('utf8'));
+  } catch (e) {
+    throw new BadInputError(file, `not JSON: ${(e as Error).message}`);
+  }
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new BadInputError(file, 'not a JSON object');
+  return v as Record<string, unknown>;
+}
+
+/** A systemd unit enabled offline: the `<target>.wants/<unit>` symlink systemctl enable would make. */
+export function systemdWantsLink(unit: string, target: string, unitDir = '/lib/systemd/system'): { path: string; target: string } {
+  for (const n of [unit, target]) if (!/^[A-Za-z0-9@_.:-]+\.(service|socket|timer|target|path|mount)$/.test(n)) throw new BadInputError(n, 'not a systemd unit name');
+  return { path: `/etc/systemd/system/${target}.wants/${unit}`, target: `${unitDir}/${unit}` };
+}
+
+/** A drop-in for a unit (`/etc/systemd/system/<unit>.d/<name>.conf`): plain files are what systemd wants here. */
+export function systemdDropIn(unit: string, name: string, content: string): { path: string; content: string } {
+  if (!/^[A-Za-z0-9@_.:-]+\.(service|socket|timer|target|path|mount)$/.test(unit)) throw new BadInputError(unit, 'not a systemd unit name');
+  if (!/^[A-Za-z0-9_.-]+$/.test(name)) throw new BadInputError(name, 'bad drop-in name');
+  return { path: `/etc/systemd/system/${unit}.d/${name}.conf`, content };
+}
+
+/**
+ * Merge `settings` into Docker's /etc/docker/daemon.json (created when missing), e.g. the cgroup driver
+ * (`exec-opts`). Other keys stay as they are.
+ */
+export async function mergeDockerDaemonConfig(ed: Ext4Editor, settings: Record<string, unknown>, path = '/etc/docker/daemon.json'): Promise<Record<string, unknown>> {
+  const raw = await ed.readFile(path);
+  const cfg = raw && raw.toString('utf8').trim() ? parseGuestJson(raw, path) : {};
+  const merged = { ...cfg, ...settings };
+  await ed.writeFiles([{ path, content: JSON.stringify(merged, null, 1) + '\n' }]);
+  return merged;
+}
+
+export interface DockerCloneEdit {
+  /** containers (names or ids) that keep `always`; all others get `no` */
+  keep: string[];
+  /** plain files to write, e.g. the VM's systemd-networkd `.network` file (its network identity) */
+  files?: { path: string; content: string; mode?: number }[];
+  /** symbolic links, e.g. systemdWantsLink(...) to enable a unit */
+  links?: { path: string; target: string }[];
+  /** settings merged into /etc/docker/daemon.json */
+  daemon?: Record<string, unknown>;
+}
+
+/** The paper's scale-out edit of a (stopped) Docker VM's disk: restart policies, identity, units. */
+export async function editDockerGuest(image: string, edit: DockerCloneEdit, opts: { method?: 'fuse' | 'convert' } = {}): Promise<EditResult<DockerPolicyChange[]>> {
+  return editDisk(
+    image,
+    async (ed) => {
+      const changes = await setDockerRestartPolicies(ed, edit.keep);
+      if (edit.files?.length) await ed.writeFiles(edit.files);
+      if (edit.links?.length) await ed.symlinks(edit.links);
+      if (edit.daemon) await mergeDockerDaemonConfig(ed, edit.daemon);
+      return changes;
+    },
+    opts,
+  );
 }

@@ -1,0 +1,287 @@
+// Boots a real Docker guest (Debian 12, systemd, docker.io) under QEMU: its disk (normally a qcow2 overlay of
+// the template), the Debian kernel and initramfs from the template, RAM in a shared /dev/shm file (Ciel reads
+// it), a QMP socket, the console to a log file, the control channel on ttyS1 and QEMU's user network with the
+// services' ports forwarded to loopback ports on the host. Ready = the control channel answers; whether the
+// services serve is asked separately (waitServing), by talking to them.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { createServer, connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chooseAccel } from '../../common/accel.ts';
+import { ToolError } from '../../common/errors.ts';
+import { GuestChannel, type ExecResult } from '../../provisioners/guest-channel.ts';
+import { SERVICES, TEMPLATE_ADDRESS } from './recipe.ts';
+
+export type CgroupMode = 'v2' | 'v1';
+
+export interface DockerBootOptions {
+  /** the VM's disk (qcow2 or raw), written by the guest */
+  disk: string;
+  vmlinuz: string;
+  initrd: string;
+  name: string;
+  /** v2: systemd's default (unified); v1: systemd.unified_cgroup_hierarchy=0 (the paper's setup) */
+  cgroup?: CgroupMode;
+  memMiB?: number;
+  smp?: number;
+  /** the VM's address on QEMU's user network, as its disk says (default the template's) */
+  address?: string;
+  /** called right after QEMU is spawned (e.g. to probe the services from then on, not from channel-ready) */
+  onSpawned?: (info: { ports: Record<string, number>; t0: number }) => void;
+  /** give up when the control channel has not answered after this long (default 300 s) */
+  readyTimeoutMs?: number;
+  log?: (line: string) => void;
+}
+
+export interface DockerGuest {
+  name: string;
+  pid: number;
+  qmpSocket: string;
+  memFile: string;
+  disk: string;
+  consoleLog: string;
+  /** host loopback port forwarded to each service's guest port */
+  ports: Record<string, number>;
+  /** ms from spawning QEMU to the control channel answering */
+  bootMs: number;
+  t0: number;
+  sh(script: string, timeoutMs?: number): Promise<ExecResult>;
+  /** sh() that throws on a non-zero status */
+  must(script: string, timeoutMs?: number): Promise<string>;
+  alive(): boolean;
+  /** clean shutdown (systemctl poweroff), wait for QEMU to exit; false when it had to be killed (disk not clean) */
+  poweroff(timeoutMs?: number): Promise<boolean>;
+  /** kill QEMU, remove the RAM file and run dir; idempotent */
+  stop(): Promise<void>;
+}
+
+const live = new Set<ChildProcess>();
+let hooked = false;
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const p = (s.address() as { port: number }).port;
+      s.close(() => resolve(p));
+    });
+  });
+}
+
+export async function bootDockerGuest(o: DockerBootOptions): Promise<DockerGuest> {
+  const memMiB = o.memMiB ?? 1024;
+  const cgroup = o.cgroup ?? 'v2';
+  const log = o.log ?? ((l: string) => process.stderr.write(`${l}\n`));
+  const t0 = performance.now();
+  const say = (m: string) => log(`[docker-guest ${o.name} +${((performance.now() - t0) / 1000).toFixed(1)}s] ${m}`);
+  const runDir = join(tmpdir(), `ciel-dguest-${o.name}`);
+  rmSync(runDir, { recursive: true, force: true });
+  mkdirSync(runDir, { recursive: true });
+  const memFile = `/dev/shm/ciel-${o.name}`;
+  rmSync(memFile, { force: true });
+  const qmpSocket = join(runDir, 'qmp.sock');
+  const ctlSocket = join(runDir, 'ctl.sock');
+  const consoleLog = join(runDir, 'console.log');
+  const guestIp = (o.address ?? TEMPLATE_ADDRESS).split('/')[0]!;
+  const ports: Record<string, number> = {};
+  const fwd: string[] = [];
+  for (const s of SERVICES) {
+    if (!s.port) continue;
+    ports[s.name] = await freePort();
+    fwd.push(`hostfwd=tcp:127.0.0.1:${ports[s.name]}-${guestIp}:${s.port}`);
+  }
+  const append = [
+    'root=/dev/vda', 'rw', 'console=ttyS0', 'net.ifnames=0', 'panic=-1', 'loglevel=4',
+    ...(cgroup === 'v1' ? ['systemd.unified_cgroup_hierarchy=0'] : []),
+  ].join(' ');
+  const args = [
+    '-name', `ciel-${o.name}`,
+    ...chooseAccel().args,
+    '-smp', String(o.smp ?? 2),
+    '-m', `${memMiB}M`,
+    '-object', `memory-backend-file,id=mem,size=${memMiB}M,mem-path=${memFile},share=on`,
+    '-machine', 'pc,memory-backend=mem',
+    '-nodefaults', '-no-user-config', '-display', 'none', '-vga', 'none', '-no-reboot',
+    '-kernel', o.vmlinuz, '-initrd', o.initrd, '-append', append,
+    '-chardev', `file,id=con,path=${consoleLog}`, '-serial', 'chardev:con',
+    '-chardev', `socket,id=ctl,path=${ctlSocket},server=on,wait=off`, '-serial', 'chardev:ctl',
+    '-qmp', `unix:${qmpSocket},server=on,wait=off`,
+    '-device', 'vmcoreinfo',
+    '-drive', `file=${o.disk},if=virtio,cache=writeback,discard=unmap`,
+    '-netdev', `user,id=n0,net=10.0.2.0/24,${fwd.join(',')}`, '-device', 'virtio-net-pci,netdev=n0',
+  ];
+  say(`starting QEMU (cgroup ${cgroup}, ${memMiB} MiB, ${guestIp}, ports ${JSON.stringify(ports)})`);
+  const child = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  o.onSpawned?.({ ports, t0 });
+  live.add(child);
+  if (!hooked) {
+    hooked = true;
+    process.on('exit', () => {
+      for (const c of live) if (c.exitCode === null && c.pid) try { process.kill(c.pid, 'SIGKILL'); } catch { /* gone */ }
+    });
+  }
+  let stderr = '';
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  let exited: string | null = null;
+  const exitP = new Promise<void>((resolve) => {
+    child.on('exit', (code, sig) => {
+      exited = `QEMU exited (code ${code}, signal ${sig})${stderr ? `: ${stderr.trim()}` : ''}`;
+      live.delete(child);
+      resolve();
+    });
+    child.on('error', (e) => {
+      exited = `cannot run QEMU: ${e.message}`;
+      live.delete(child);
+      resolve();
+    });
+  });
+  let channel: GuestChannel | undefined;
+  let stopped = false;
+  const stop = async () => {
+    if (stopped) return;
+    stopped = true;
+    channel?.close();
+    if (!exited) {
+      child.kill('SIGTERM');
+      const t = setTimeout(() => !exited && child.kill('SIGKILL'), 5000);
+      await exitP;
+      clearTimeout(t);
+    }
+    rmSync(memFile, { force: true });
+    rmSync(runDir, { recursive: true, force: true });
+  };
+  const tail = () => (existsSync(consoleLog) ? readFileSync(consoleLog, 'latin1').slice(-3000) : '');
+  const readyTimeoutMs = o.readyTimeoutMs ?? 300_000;
+  try {
+    const ch = await GuestChannel.connect(ctlSocket, 10_000);
+    // Ping every 5 s, not the channel's default 500 ms: each ping's answer must arrive before the next ping
+    // is sent, and a systemd guest under TCG on a loaded host can take seconds to fork the shell.
+    try {
+      await ch.waitReady(readyTimeoutMs, 5000);
+      channel = ch;
+    } catch {
+      ch.close();
+      throw new ToolError('qemu', `guest ${o.name}: ${exited ?? `control channel silent after ${readyTimeoutMs} ms`}; console tail:\n${tail()}`);
+    }
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+  const bootMs = performance.now() - t0;
+  say(`control channel answers after ${(bootMs / 1000).toFixed(1)} s`);
+  const ch = channel;
+  const sh = (script: string, timeoutMs = 60_000) => {
+    if (exited) return Promise.reject(new ToolError('qemu', `guest ${o.name}: ${exited}`));
+    return ch.exec(script, timeoutMs);
+  };
+  return {
+    name: o.name,
+    pid: child.pid!,
+    qmpSocket,
+    memFile,
+    disk: o.disk,
+    consoleLog,
+    ports,
+    bootMs,
+    t0,
+    sh,
+    async must(script, timeoutMs) {
+      const r = await sh(script, timeoutMs);
+      if (r.rc !== 0) throw new ToolError('guest', `${script.slice(0, 200)}: status ${r.rc}: ${r.out.trim().slice(-2000)}`);
+      return r.out;
+    },
+    alive: () => !exited,
+    async poweroff(timeoutMs = 120_000) {
+      if (exited) {
+        await stop();
+        return false;
+      }
+      void ch.exec('systemctl poweroff', 5000).catch(() => {});
+      let killed = false;
+      const t = setTimeout(() => {
+        if (!exited) {
+          killed = true;
+          child.kill('SIGKILL');
+        }
+      }, timeoutMs);
+      await exitP;
+      clearTimeout(t);
+      say(killed ? `no clean poweroff within ${timeoutMs} ms: killed` : 'powered off');
+      await stop();
+      return !killed;
+    },
+    stop,
+  };
+}
+
+/** Wait until each named service answers: web an HTTP GET of /, db a redis PING. Returns ms when all did. */
+export async function waitServing(g: DockerGuest, names: string[], timeoutMs = 300_000): Promise<number> {
+  const deadline = performance.now() + timeoutMs;
+  for (const n of names) {
+    for (;;) {
+      if (!g.alive()) throw new ToolError('qemu', `guest ${g.name} exited while waiting for ${n}`);
+      if (await answers(g, n)) break;
+      if (performance.now() > deadline) throw new ToolError('guest', `${n} on ${g.name} did not answer within ${timeoutMs} ms`);
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  }
+  return performance.now() - g.t0;
+}
+
+/**
+ * Probe web (HTTP) and db (redis PING) through their forwarded ports from the moment QEMU is spawned
+ * (bootDockerGuest's onSpawned), independent of the control channel: resolves with the ms from spawn at
+ * which each first answered. For boot-to-serving figures.
+ */
+export function probeFromSpawn(info: { ports: Record<string, number>; t0: number }, names: ('web' | 'db')[], timeoutMs: number): Promise<Record<string, number>> {
+  const deadline = performance.now() + timeoutMs;
+  return Promise.all(
+    names.map(async (n) => {
+      for (;;) {
+        if (await probePort(n, info.ports[n]!)) return [n, performance.now() - info.t0] as const;
+        if (performance.now() > deadline) throw new ToolError('guest', `${n} did not answer within ${timeoutMs} ms of QEMU's start`);
+        await new Promise((r) => setTimeout(r, 250));
+      }
+    }),
+  ).then((e) => Object.fromEntries(e));
+}
+
+async function probePort(name: 'web' | 'db', port: number): Promise<boolean> {
+  if (name === 'db') return redisPing(port);
+  try {
+    const r = await fetch(`http://127.0.0.1:${port}/`, { signal: AbortSignal.timeout(3000) });
+    return r.status === 200 && (await r.text()) === 'ciel web\n';
+  } catch {
+    return false;
+  }
+}
+
+/** One readiness probe of a service, from the host (web, db) or through the control channel (batch). */
+export async function answers(g: DockerGuest, name: string): Promise<boolean> {
+  if (name === 'web' || name === 'db') return probePort(name, g.ports[name]!);
+  if (name === 'batch') {
+    const r = await g.sh(`docker exec batch cat /tmp/log 2>/dev/null | tail -n 1`, 30_000).catch(() => ({ out: '', rc: 1 }));
+    return r.rc === 0 && /^\d+ [0-9a-f]{32}/.test(r.out);
+  }
+  throw new ToolError('guest', `unknown service ${name}`);
+}
+
+function redisPing(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect(port, '127.0.0.1');
+    let buf = '';
+    const done = (ok: boolean) => {
+      s.destroy();
+      resolve(ok);
+    };
+    s.setTimeout(3000, () => done(false));
+    s.on('error', () => done(false));
+    s.on('connect', () => s.write('PING\r\n'));
+    s.on('data', (d) => {
+      buf += d.toString('latin1');
+      if (buf.includes('\r\n')) done(buf.startsWith('+PONG'));
+    });
+  });
+}
