@@ -25,17 +25,25 @@ const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const verbose = process.env.CIEL_E2E_VERBOSE === '1';
 const log = verbose ? (l: string) => process.stderr.write(`[autoscale] ${l}\n`) : () => {};
 
-/** The innermost process under `pid` along a single-child chain (our own children only). */
-function leafPid(pid: number): number {
+/** The `ciel` node process under `pid`: the innermost one along the single-child chain whose command line
+ *  runs cli/main.ts (npm exec → sh → node tsx → node). Its own children (the pause guardian, a `node -e`
+ *  the command starts) are not it: a SIGINT sent there would never reach the command. */
+function cielPid(pid: number): number {
+  let found = pid;
   for (;;) {
     let kids: number[] = [];
     try {
       kids = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
     } catch {
-      return pid;
+      return found;
     }
-    if (kids.length !== 1) return pid;
+    if (kids.length !== 1) return found;
     pid = kids[0]!;
+    try {
+      if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('cli/main.ts')) found = pid;
+    } catch {
+      return found;
+    }
   }
 }
 
@@ -142,7 +150,7 @@ describe('ciel autoscale --dry-run on the real test guest', () => {
       expect(text).toMatch(/^ciel_sample_errors_total\{vm="origin"\} 0$/m);
     } finally {
       if (!exited) {
-        const cli = leafPid(proc.pid!);
+        const cli = cielPid(proc.pid!);
         process.kill(cli, 'SIGINT');
         // never hang the suite: what we started goes after 20 s
         setTimeout(() => {
