@@ -29,6 +29,12 @@ export interface DockerBootOptions {
   address?: string;
   /** called right after QEMU is spawned (e.g. to probe the services from then on, not from channel-ready) */
   onSpawned?: (info: { ports: Record<string, number>; t0: number }) => void;
+  /**
+   * Put the VM on a private L2 segment instead of QEMU's user network: QEMU runs under `wrapper`
+   * (`ip netns exec NS`) with these NIC arguments (L2Segment.nicArgs). No host port is forwarded then;
+   * the services are reached inside the namespace at the address the disk gives the VM.
+   */
+  network?: { wrapper: string[]; nicArgs: string[] };
   /** give up when the control channel has not answered after this long (default 300 s) */
   readyTimeoutMs?: number;
   log?: (line: string) => void;
@@ -88,7 +94,7 @@ export async function bootDockerGuest(o: DockerBootOptions): Promise<DockerGuest
   const ports: Record<string, number> = {};
   const fwd: string[] = [];
   for (const s of SERVICES) {
-    if (!s.port) continue;
+    if (!s.port || o.network) continue;
     ports[s.name] = await freePort();
     fwd.push(`hostfwd=tcp:127.0.0.1:${ports[s.name]}-${guestIp}:${s.port}`);
   }
@@ -110,10 +116,12 @@ export async function bootDockerGuest(o: DockerBootOptions): Promise<DockerGuest
     '-qmp', `unix:${qmpSocket},server=on,wait=off`,
     '-device', 'vmcoreinfo',
     '-drive', `file=${o.disk},if=virtio,cache=writeback,discard=unmap`,
-    '-netdev', `user,id=n0,net=10.0.2.0/24,${fwd.join(',')}`, '-device', 'virtio-net-pci,netdev=n0',
+    ...(o.network ? o.network.nicArgs : ['-netdev', `user,id=n0,net=10.0.2.0/24,${fwd.join(',')}`, '-device', 'virtio-net-pci,netdev=n0']),
   ];
-  say(`starting QEMU (cgroup ${cgroup}, ${memMiB} MiB, ${guestIp}, ports ${JSON.stringify(ports)})`);
-  const child = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  say(`starting QEMU (cgroup ${cgroup}, ${memMiB} MiB, ${guestIp}, ${o.network ? 'on a private L2 segment' : `ports ${JSON.stringify(ports)}`})`);
+  // `ip netns exec` execs QEMU, so the PID stays QEMU's (VM-level stats read /proc/<pid>)
+  const cmd = o.network ? [...o.network.wrapper, 'qemu-system-x86_64'] : ['qemu-system-x86_64'];
+  const child = spawn(cmd[0]!, [...cmd.slice(1), ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
   o.onSpawned?.({ ports, t0 });
   live.add(child);
   if (!hooked) {

@@ -22,6 +22,8 @@ export interface CloneOptions {
   files?: { path: string; content: string }[];
   memMiB?: number;
   log?: (m: string) => void;
+  /** a private L2 segment instead of QEMU's user network (bootDockerGuest's `network`) */
+  network?: { wrapper: string[]; nicArgs: string[] };
   /** passed to bootDockerGuest */
   onSpawned?: (info: { ports: Record<string, number>; t0: number }) => void;
 }
@@ -52,7 +54,8 @@ export async function cloneAndBoot(o: CloneOptions): Promise<DockerClone> {
   const keep = o.keep ?? SERVICES.map((s) => s.name);
   const edit = await editDockerGuest(overlay, {
     keep,
-    files: [...(o.address ? [{ path: NETWORK_FILE_PATH, content: networkFile(o.address) }] : []), ...(o.files ?? [])],
+    // a later file for the same path (e.g. direct-routing.ts's eth0 file) replaces the default one
+    files: [...(o.address && !o.files?.some((f) => f.path === NETWORK_FILE_PATH) ? [{ path: NETWORK_FILE_PATH, content: networkFile(o.address) }] : []), ...(o.files ?? [])],
     ...(o.cgroup === 'v1' ? { daemon: JSON.parse(CGROUPFS_DAEMON_JSON) as Record<string, unknown> } : {}),
   });
   const editMs = performance.now() - t0;
@@ -60,7 +63,7 @@ export async function cloneAndBoot(o: CloneOptions): Promise<DockerClone> {
   try {
     guest = await bootDockerGuest({
       disk: overlay, vmlinuz: template.vmlinuz, initrd: template.initrd, name: o.name, cgroup: o.cgroup,
-      memMiB: o.memMiB, address: o.address, log, onSpawned: o.onSpawned,
+      memMiB: o.memMiB, address: o.address, log, onSpawned: o.onSpawned, network: o.network,
     });
   } catch (e) {
     rmSync(overlay, { force: true });
