@@ -1,30 +1,39 @@
-// `npm run demo`: Ciel's autoscaling scenario on real VMs (QEMU, TCG), watched from outside.
+// `npm run demo`: the paper's autoscaling experiment (sec. 5.5, Fig. 12) on real Docker guests with real
+// HTTP traffic, watched from outside (testbed/traffic/experiment.ts). Nothing here sets a container's
+// load: the only knob is the client's request rate.
 //
-//  1. builds the monitor for the bundled guest kernel (ciel build; packages cached)
-//  2. boots the origin VM (test guest) with three services, web, db and batch, in Docker cgroup layouts
-//  3. raises web's CPU load step by step; the controller sees the VM hot at VM level (/proc of QEMU),
-//     samples the containers from outside (compiled VMI monitor on the guest's RAM), picks web and
-//     decides to scale it out
-//  4. the QEMU-direct provisioner clones (qcow2 overlay) and boots a minimal VM that runs only web, on a
-//     private bridge in a network namespace; it is registered with the load balancer, which then splits
-//     requests
-//  5. prints the timeline (detect/decide/clone/boot/ready), writes an SVG plot of per-container CPU with the
-//     scale-out marked (like the paper's Fig. 12), and cleans up every VM and the namespace
+//  1. builds the monitor for the bundled guest kernel (ciel build; packages cached) and, once, the Debian
+//     12 + Docker guest template (cached in ~/.cache/ciel/docker-guest)
+//  2. boots, on a private L2 segment (a network namespace with a bridge): the load-balancer VM (IPVS,
+//     direct routing, VIP 10.77.0.100) and the origin VM — a clone of the template running web and db,
+//     the VIP on lo — and adds its web container to IPVS
+//  3. an open-loop HTTP client in the namespace sends requests to the VIP, each costing CPU in web's CGI;
+//     the rate steps up every 30 s
+//  4. the controller (VM level: /proc of QEMU; containers: the compiled monitor on the guest's RAM) sees
+//     the VM hot, picks web, and starts a replica: a clone of the template edited offline so only web
+//     starts (restart policies), with its own address and the VIP on lo; IPVS adds it, and from then on
+//     round-robin sends it every other request
+//  5. with --scale-in (and in the live view) the rate drops: the replica is drained (IPVS weight 0, until
+//     no connection is open) and destroyed
+//  6. writes the Fig. 12 plot (SVG: per-container CPU, memory, net tx/rx, and the client's latency and
+//     throughput, scale-out/in marked) and removes every VM and the namespace (also on Ctrl-C)
 //
-//   npm run demo                                   live view (scale-out, balancer split, scale-in)
-//   npm run demo -- --headless --until-scaled      no live view, one final JSON line
-//   npm run demo -- --headless --until-scaled --scale-in    ... and the scale-in back to the pool
-//   options: --interval MS (controller, default 500), --plot FILE (default ~/.cache/ciel/demo/ciel-demo.svg;
-//   the controller's events go next to it as JSON lines, .events.jsonl)
+//   npm run demo                                         live view, scale-out then scale-in
+//   npm run demo -- --headless --until-scaled [--scale-in]   one JSON line at the end
+//   options: --interval MS (controller, default 1000), --work N (CGI iterations per request, default 3000),
+//   --plot FILE (default ~/.cache/ciel/demo/ciel-demo.svg; events and ticks go next to it as .jsonl)
 
 import { writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { cacheDir } from '../common/cache.ts';
 import { buildMonitor } from '../compiler/build.ts';
+import { timeline, type TimedEvent } from '../controller/scale-out-timeline.ts';
 import type { ControllerEvent } from '../controller/types.ts';
-import type { TimedEvent } from '../controller/scale-out-timeline.ts';
-import { plotSvg, type PlotMarker, type PlotSeries } from '../testbed/plot-svg.ts';
-import { RELEASE, Scenario, type Tick } from '../testbed/scenario.ts';
+import type { PlotMarker } from '../testbed/plot-svg.ts';
+import { ensureDockerTemplate } from '../testbed/docker-guest/build.ts';
+import { DEFAULT_WORK, ORIGIN_IP, RELEASE, TrafficExperiment, trafficPolicy, VIP, type TrafficTick } from '../testbed/traffic/experiment.ts';
+import { fig12Svg } from '../testbed/traffic/fig12.ts';
+import { quantile } from '../testbed/traffic/open-loop.ts';
 
 const argv = process.argv.slice(2);
 const flag = (f: string) => argv.includes(f);
@@ -33,40 +42,43 @@ const opt = (f: string) => {
   return i >= 0 ? argv[i + 1] : undefined;
 };
 if (flag('--help') || flag('-h')) {
-  console.log('usage: npm run demo -- [--headless] [--until-scaled] [--scale-in] [--interval MS] [--plot FILE]');
+  console.log('usage: npm run demo -- [--headless] [--until-scaled] [--scale-in] [--interval MS] [--work N] [--plot FILE]');
   process.exit(0);
 }
 const headless = flag('--headless');
-// the live demo shows the whole story (scale-out, then scale-in); headless stops after the scale-out unless --scale-in
 const scaleIn = flag('--scale-in') || (!headless && !flag('--until-scaled'));
-const intervalMs = Number(opt('--interval') ?? 500);
+const intervalMs = Number(opt('--interval') ?? 1000);
+const work = Number(opt('--work') ?? DEFAULT_WORK);
 const plotPath = resolve(opt('--plot') ?? join(cacheDir('demo'), 'ciel-demo.svg'));
+/** client rates (requests/s), each held 30 s (the paper raises its rate every 30 s); the last until the decision */
+const STEPS = [1, 2];
+const STEP_MS = 30_000;
+/** after the replica answered its first request: settle, then the "after" window */
+const SETTLE_MS = 10_000;
+const AFTER_MS = 30_000;
+const LOW_RATE = 0.5;
 const T0 = Date.now();
 const stamp = () => `+${((Date.now() - T0) / 1000).toFixed(1).padStart(5)}s`;
-// progress goes to stderr (always: long steps must show life); the live view to stdout
 const progress = (l: string) => process.stderr.write(`[demo ${stamp()}] ${l}\n`);
 const live = (l: string) => {
   if (!headless) process.stdout.write(`${l}\n`);
 };
 
-let scenario: Scenario | undefined;
+let x: TrafficExperiment | undefined;
 let interrupted = false;
 const onSignal = (sig: string) => {
   if (interrupted) return;
   interrupted = true;
   progress(`${sig}: stopping, cleaning up every VM and the namespace`);
-  void (scenario?.close() ?? Promise.resolve()).finally(() => process.exit(130));
+  void (x?.close() ?? Promise.resolve()).finally(() => process.exit(130));
 };
 process.on('SIGINT', () => onSignal('SIGINT'));
 process.on('SIGTERM', () => onSignal('SIGTERM'));
 
-function pct(x: number | undefined): string {
-  return x === undefined ? '   -  ' : `${x.toFixed(0).padStart(4)}%`;
-}
-
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, Math.max(0, ms)));
 const hotNow = new Set<string>();
 let lastChosen = '';
-function describe(t: TimedEvent, s: Scenario): string | undefined {
+function describe(t: TimedEvent, s: TrafficExperiment): string | undefined {
   const e: ControllerEvent = t.e;
   const at = `[${s.since(t.at).toFixed(1).padStart(6)}s]`;
   switch (e.type) {
@@ -77,138 +89,122 @@ function describe(t: TimedEvent, s: Scenario): string | undefined {
     case 'vm_cool':
       hotNow.delete(e.vm);
       return `${at} ▽ VM ${e.vm} cool again`;
-    case 'containers_sampled':
-      return `${at}   containers sampled from outside (VMI): ${Object.entries(e.util)
-        .map(([k, u]) => `${k} ${u.cpu === undefined ? '-' : (u.cpu * 100).toFixed(0) + '%'}`)
-        .join(', ')} of the VM`;
     case 'container_chosen':
-      // once per (container, rule) streak: the engine re-chooses every sample while the VM is hot
       if (lastChosen === `${e.container}/${e.rule}`) return undefined;
       lastChosen = `${e.container}/${e.rule}`;
-      return `${at} ● chosen: ${e.container} (${e.rule}, ${e.resource}, score ${e.score.toFixed(2)})`;
-    case 'no_choice':
-      if (lastChosen === 'none') return undefined;
-      lastChosen = 'none';
-      return `${at} ○ VM hot, no container carries ${(e.min_share * 100).toFixed(0)}% of its ${e.resource} (${e.candidates.map((c) => `${c.container} ${(c.share * 100).toFixed(0)}%`).join(', ') || 'none'}): nothing to scale out`;
+      return `${at} ● chosen from outside: ${e.container} (${e.rule}, ${e.resource}, score ${e.score.toFixed(2)})`;
     case 'decision':
       return `${at} ■ DECISION ${e.action} ${e.container} ${e.from} → ${e.to} (${e.reason})`;
     case 'scaled_out':
-      return `${at} ✔ ${e.replica} serves ${e.container} (${e.pooled ? 'from the pool' : 'new clone'}; clone ${Math.round(e.clone_ms ?? 0)} ms, boot ${Math.round(e.boot_ms ?? 0)} ms)`;
+      return `${at} ✔ ${e.replica} added to IPVS for ${e.container} (clone + offline edit ${Math.round(e.clone_ms ?? 0)} ms, boot to web answering ${Math.round(e.boot_ms ?? 0)} ms)`;
     case 'scaled_in':
-      return `${at} ✔ ${e.replica} drained and returned to the pool`;
+      return `${at} ✔ ${e.replica} drained (no connection left open) and destroyed`;
     case 'action_failed':
     case 'error':
       return `${at} ✖ ${JSON.stringify(e)}`;
-    case 'cooldown_skip':
-    case 'stabilization_hold':
-    case 'tolerance_skip':
-      return undefined;
     default:
       return undefined;
   }
 }
 
-function tickLine(t: Tick): string {
-  const reps = Object.entries(t.replicas)
-    .map(([n, v]) => `${n} ${pct(v)}`)
-    .join(' ');
-  return `[${t.t.toFixed(1).padStart(6)}s] web ${pct(t.cpu.web)}  db ${pct(t.cpu.db)}  batch ${pct(t.cpu.batch)}  | origin QEMU ${pct(t.originVm)}${reps ? `  | replica ${reps}` : ''}   (sample ${t.sample_us} us)`;
-}
-
-function writePlot(s: Scenario, markers: PlotMarker[]): string {
-  const names = ['web', 'db', 'batch'];
-  const series: PlotSeries[] = names.map((n) => ({ name: `${n} (VMI, origin)`, points: s.ticks.filter((t) => t.cpu[n] !== undefined).map((t) => [t.t, t.cpu[n]!] as [number, number]) }));
-  series.push({ name: 'origin VM (QEMU host CPU)', dashed: true, color: '#7f7f7f', points: s.ticks.map((t) => [t.t, t.originVm] as [number, number]) });
-  const repNames = [...new Set(s.ticks.flatMap((t) => Object.keys(t.replicas)))];
-  for (const r of repNames) {
-    series.push({ name: `${r} (QEMU host CPU)`, dashed: true, color: '#9467bd', points: s.ticks.filter((t) => t.replicas[r] !== undefined).map((t) => [t.t, t.replicas[r]!] as [number, number]) });
-  }
-  const svg = plotSvg({
-    title: 'Ciel: per-container CPU seen from outside the VM, and the scale-out of web',
-    xLabel: 'time (s)',
-    yLabel: 'CPU (% of one vCPU / host core)',
-    series,
-    markers,
-    hlines: [{ y: 0.45 * 200, label: 'web container threshold (45% of the 2-vCPU VM)', color: '#d62728' }],
-  });
-  writeFileSync(plotPath, svg);
-  writeFileSync(plotPath.replace(/\.svg$/, '') + '.events.jsonl', s.events.map((x) => JSON.stringify(x.e)).join('\n') + '\n');
-  return plotPath;
+function tickLine(t: TrafficTick, s: TrafficExperiment): string {
+  const f = (n: number | undefined, d = 2) => (n === undefined ? '-' : n.toFixed(d));
+  const vms = Object.entries(t.vms)
+    .map(([vm, row]) => `${vm === s.originName ? 'origin' : vm}: ${Object.entries(row).map(([c, p]) => `${c} ${f(p.cpu)} vCPU ${(p.mem / 2 ** 20).toFixed(0)} MiB rx ${(p.rx / 1024).toFixed(1)} tx ${(p.tx / 1024).toFixed(1)} KiB/s`).join(', ')}`)
+    .join(' | ');
+  const failed = s.load.results.filter((r) => !r.ok).length;
+  return `[${t.t.toFixed(0).padStart(5)}s] client ${t.rate} req/s: ${t.ok} ok, p50 ${f(t.p50, 0)} p99 ${f(t.p99, 0)} ms, failed so far ${failed} || ${vms}`;
 }
 
 async function main(): Promise<void> {
   progress(`building the monitor for ${RELEASE} (ciel build; kernel packages cached)`);
   const b = await buildMonitor({ release: RELEASE, log: (l) => progress(`  ${l}`) });
-  progress(`monitor built: ${b.so} (${b.manifest.coverage.loads} guest loads instrumented, ${b.slots.length} kernel symbols)`);
-  scenario = await Scenario.setup({
+  progress(`monitor built: ${b.so}`);
+  progress('the Debian 12 + Docker guest template (built once, ~6 min; cached in ~/.cache/ciel/docker-guest)');
+  const tpl = await ensureDockerTemplate((m) => progress(`  [docker-template] ${m}`));
+  progress(`template ${tpl.built ? 'built' : 'cached'}: ${tpl.disk}`);
+  x = await TrafficExperiment.setup({
     intervalMs,
+    work,
+    policy: trafficPolicy({ scaleDownWindowMs: 30_000 }),
     log: progress,
     onEvent: (t) => {
-      const line = describe(t, scenario!);
+      const line = describe(t, x!);
       if (line) live(line);
     },
-    onTick: (t) => live(tickLine(t)),
+    onTick: (t) => live(tickLine(t, x!)),
   });
-  const s = scenario;
+  const s = x;
   if (interrupted) return;
-  live(`\norigin VM ${s.originName} (2 vCPUs, TCG) runs web, db, batch; controller every ${intervalMs} ms; balancer: ${s.lb.kind ?? 'load balancer'}\n`);
+  live(`\norigin ${s.originName} (${ORIGIN_IP}, web + db, 2 vCPUs, TCG) behind IPVS (VIP ${VIP}, direct routing); client: open loop, CGI work ${work} per request; controller every ${intervalMs} ms\n`);
   s.start();
-  await new Promise((r) => setTimeout(r, 1500));
+  await sleep(3_000);
 
-  // 1. rising load at web until the controller decides
-  const { crossedAt } = await s.rampWeb({ timeoutMs: 60_000 });
-  progress('decision made; cloning and booting the minimal VM for web (TCG boot: ~10-40 s)');
-  const tl = await s.waitFor(() => s.timeline('web', crossedAt), 180_000, 'the new VM to serve web');
-  const containers = s.replicaContainers(tl.replica);
-  const addr = s.replicaAddress(tl.replica);
-  live(`\nnew minimal VM ${tl.replica}${addr ? ` at ${addr}` : ''} runs only: ${containers.join(', ') || '?'} (its console)`);
-  live(
-    `timeline: detect ${tl.detect_ms} ms → decide ${tl.decide_ms} ms → clone ${Math.round(tl.clone_ms)} ms → boot ${Math.round(tl.boot_ms)} ms; ` +
-      `ready ${tl.ready_ms} ms after the load crossed the threshold\n`,
-  );
-
-  // 2. the balancer now sends part of web's requests to the replica: the origin's share halves
-  await s.setLoad('web', 0.7);
-  const split = await s.lb.drive('web', 40);
-  live(`load balancer (${s.lb.kind}): 40 requests to web → replies by backend ${JSON.stringify(split)}`);
-  await new Promise((r) => setTimeout(r, 3 * intervalMs + 1000));
+  const decided = () => !!s.find((e) => e.type === 'decision' && e.action === 'scale_out');
+  const step = await s.stepRates(STEPS, STEP_MS, decided, 240_000);
+  progress(`decision at ${step.rate} req/s; cloning the template and booting the replica (only web; TCG: 1-3 min)`);
+  const tl = await s.waitFor(() => timeline(s.events, 'web', step.at), 480_000, 'the replica to be added to IPVS');
+  const firstServed = await s.waitFor(() => s.firstServed.get(tl.replica), 60_000, 'the first request answered by the replica');
+  live(`\nreplica ${tl.replica} (${s.tracking.address(tl.replica)}) answered its first request ${((firstServed - tl.at.detected) / 1000).toFixed(1)} s after the VM turned hot\n`);
+  const afterFrom = firstServed + SETTLE_MS;
+  const afterTo = afterFrom + AFTER_MS;
+  await sleep(afterTo - Date.now() + 1_500);
+  const replicaContainers = (await s.replicas.clone(tl.replica)!.guest.must(`docker ps --format '{{.Names}}'`)).trim().split('\n');
+  const lbBackends = await s.lb.counts();
   const markers: PlotMarker[] = [
-    { x: s.since(tl.at.crossed), label: 'load > threshold', color: '#d62728' },
-    { x: s.since(tl.at.decided), label: `decision (+${tl.detect_ms + tl.decide_ms} ms)`, color: '#000' },
-    { x: s.since(tl.at.ready), label: `replica ready (+${(tl.ready_ms / 1000).toFixed(1)} s)`, color: '#2ca02c' },
+    { x: s.since(tl.at.detected), label: 'VM hot', color: '#d62728' },
+    { x: s.since(tl.at.decided), label: 'decision', color: '#000' },
+    { x: s.since(tl.at.ready), label: 'replica in IPVS', color: '#2ca02c' },
+    { x: s.since(firstServed), label: 'first request served by the replica', color: '#17becf' },
   ];
 
-  // 3. optional scale-in: web's load drops; after the stabilisation window the replica goes back to the pool
   let scaleInfo: Record<string, unknown> | undefined;
   if (scaleIn) {
-    const dropAt = await s.setLoad('web', 0.05);
-    live('load: web → 0.05 vCPU');
-    const ev = await s.waitFor(() => s.find((e) => e.type === 'scaled_in' && e.container === 'web', dropAt), 90_000, 'the scale-in');
+    const dropAt = Date.now();
+    s.load.setRate(LOW_RATE);
+    live(`client rate → ${LOW_RATE} req/s`);
+    const ev = await s.waitFor(() => s.find((e) => e.type === 'scaled_in' && e.container === 'web', dropAt), 180_000, 'the scale-in');
     const dec = s.find((e) => e.type === 'decision' && e.action === 'scale_in', dropAt)!;
-    markers.push({ x: s.since(ev.at), label: 'scale-in: back to pool', color: '#ff7f0e' });
-    scaleInfo = {
-      decided_ms: dec.at - dropAt,
-      pooled_ms: ev.at - dropAt,
-      pool: s.prov.pooled().map((v) => ({ name: v.name, state: v.state })),
-    };
-    await new Promise((r) => setTimeout(r, 2 * intervalMs));
+    markers.push({ x: s.since(ev.at), label: 'scale-in (drained)', color: '#ff7f0e' });
+    await sleep(10_000);
+    scaleInfo = { scale_in_decided_ms: dec.at - dropAt, scale_in_done_ms: ev.at - dropAt, failed_during_scale_in: s.load.sentIn(dropAt).filter((r) => !r.ok).length };
   }
+  await s.load.stop();
 
-  const plot = writePlot(s, markers);
-  live(`plot: ${plot}`);
+  const decAt = tl.at.decided;
+  const beforeFrom = Math.max(step.at, decAt - 20_000);
+  const lat = (from: number, to: number) => s.load.sentIn(from, to).filter((r) => r.ok).map((r) => r.lat);
+  const r1 = (v: number | undefined) => (v === undefined ? null : Math.round(v * 10) / 10);
+  const r3 = (v: number | undefined) => (v === undefined ? null : Math.round(v * 1000) / 1000);
+  writeFileSync(plotPath, fig12Svg(s.ticks, markers, s.originName));
+  const base = plotPath.replace(/\.svg$/, '');
+  writeFileSync(`${base}.events.jsonl`, s.events.map((e) => JSON.stringify({ at: e.at, ...e.e })).join('\n') + '\n');
+  writeFileSync(`${base}.ticks.jsonl`, s.ticks.map((t) => JSON.stringify(t)).join('\n') + '\n');
+  live(`plot: ${plotPath}`);
   const result = {
     scaled: tl.container,
     new_vm: tl.replica,
-    new_vm_containers: containers,
+    new_vm_containers: replicaContainers,
+    provisioning: 'clone of the Docker template (qcow2 overlay) edited offline: restart policies (only web), address, VIP on lo; cold boot',
     detect_ms: tl.detect_ms,
     decide_ms: tl.decide_ms,
     clone_ms: Math.round(tl.clone_ms),
     boot_ms: Math.round(tl.boot_ms),
     ready_ms: tl.ready_ms,
-    lb_backends: await s.lb.counts(),
-    plot,
-    lb: s.lb.kind,
-    ...(scaleInfo ? { scale_in: scaleInfo } : {}),
+    rate_at_decision: step.rate,
+    requests_ok: s.load.results.filter((r) => r.ok).length,
+    requests_failed: s.load.results.filter((r) => !r.ok).length,
+    p50_before_ms: r1(quantile(lat(beforeFrom, decAt), 0.5)),
+    p99_before_ms: r1(quantile(lat(beforeFrom, decAt), 0.99)),
+    p50_after_ms: r1(quantile(lat(afterFrom, afterTo), 0.5)),
+    p99_after_ms: r1(quantile(lat(afterFrom, afterTo), 0.99)),
+    origin_cpu_before: r3(s.mean(beforeFrom, decAt, (t) => t.vms[s.originName]?.web?.cpu)),
+    origin_cpu_after: r3(s.mean(afterFrom, afterTo, (t) => t.vms[s.originName]?.web?.cpu)),
+    replica_cpu_after: r3(s.mean(afterFrom, afterTo, (t) => t.vms[tl.replica]?.web?.cpu)),
+    first_replica_request_ms: firstServed - tl.at.detected,
+    lb_backends: lbBackends,
+    plot: plotPath,
+    ...(scaleInfo ?? {}),
   };
   await s.close();
   process.stdout.write(JSON.stringify(result) + '\n');
@@ -218,7 +214,7 @@ try {
   await main();
 } catch (e) {
   progress(`failed: ${(e as Error).stack ?? (e as Error).message}`);
-  await scenario?.close();
+  await x?.close();
   process.exit(1);
 }
 process.exit(0);

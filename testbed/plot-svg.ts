@@ -105,3 +105,26 @@ export function plotSvg(o: PlotOptions): string {
   out.push('</svg>');
   return out.join('\n') + '\n';
 }
+
+/** Several plots (each a plotSvg output) stacked top to bottom in one SVG, under one title. */
+export function stackSvg(title: string, plots: string[]): string {
+  const size = (svg: string) => {
+    const m = /<svg[^>]*\swidth="(\d+(?:\.\d+)?)"[^>]*\sheight="(\d+(?:\.\d+)?)"/.exec(svg);
+    return { w: Number(m?.[1] ?? 1000), h: Number(m?.[2] ?? 420) };
+  };
+  const W = Math.max(...plots.map((p) => size(p).w), 400);
+  const out: string[] = [];
+  let y = 36;
+  for (const p of plots) {
+    // a nested <svg> keeps each plot's own coordinates; only its position changes
+    out.push(p.replace('<svg ', `<svg x="0" y="${y}" `));
+    y += size(p).h;
+  }
+  return [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${y}" viewBox="0 0 ${W} ${y}" font-family="sans-serif" font-size="12">`,
+    `<rect width="${W}" height="${y}" fill="white"/>`,
+    `<text x="${W / 2}" y="24" text-anchor="middle" font-size="17" font-weight="bold">${esc(title)}</text>`,
+    ...out,
+    '</svg>',
+  ].join('\n');
+}

@@ -16,6 +16,9 @@ import { webAnswers } from './segment-probe.ts';
 export interface DockerReplicaOptions {
   segment: L2Segment;
   vip: string;
+  /** appended to every replica's VM name: its RAM file, run dir and overlay are named after it, and another
+   * experiment on the host may be starting its own `ciel-web-1` */
+  tag: string;
   /** give up when the service has not answered this long after QEMU started; default 420 000 ms */
   readyTimeoutMs?: number;
   log?: (m: string) => void;
@@ -28,7 +31,8 @@ export class DockerReplicaProvisioner implements ReplicaProvisioner {
 
   constructor(private readonly o: DockerReplicaOptions) {}
 
-  async acquire(spec: VmSpec): Promise<Acquired> {
+  async acquire(asked: VmSpec): Promise<Acquired> {
+    const spec = { ...asked, name: `${asked.name}-${this.o.tag}` };
     const ip = addressOf(spec);
     if (!ip) throw new ToolError('docker-replica', `${spec.name}: no ciel.ip= in the spec's command line: a replica needs its address`);
     const t0 = performance.now();

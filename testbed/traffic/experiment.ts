@@ -179,7 +179,7 @@ export class TrafficExperiment {
     await this.lb.addBackend('web', { vm: this.originName, container: 'web' });
     this.log(`IPVS: ${VIP}:80 → ${ORIGIN_IP}:80 (direct routing)`);
     await this.sampler.attach({ name: this.originName, backend: 'qemu', qmp: this.origin.guest.qmpSocket, memory: this.origin.guest.memFile, kernel: RELEASE }, { names: this.names });
-    this.replicas = new DockerReplicaProvisioner({ segment: this.seg, vip: VIP, log: this.log });
+    this.replicas = new DockerReplicaProvisioner({ segment: this.seg, vip: VIP, tag: this.tag, log: this.log });
     this.tracking = new TrackingProvisioner(this.replicas);
     this.vmSource = new ProcVmStats().add({ name: this.originName, pid: this.origin.guest.pid, vcpus: ORIGIN_VCPUS, memMiB: ORIGIN_MEM_MIB });
     this.autoscaler = new Autoscaler({
