@@ -41,4 +41,19 @@ export class ReplicaAddresses {
   address(vm: string): string | undefined {
     return this.byVm.get(vm)?.split('/')[0];
   }
+
+  /** The entry a replica (or a spec not yet acquired) holds, as configured ("10.0.0.20/24"). */
+  entryOf(name: string): string | undefined {
+    return this.byVm.get(name) ?? this.bySpec.get(name);
+  }
+
+  /** A replica an earlier run started holds `entry` (reconcile.ts): no new replica is given it. */
+  hold(vm: string, entry: string): void {
+    if (this.entries.includes(entry)) this.byVm.set(vm, entry);
+  }
+
+  /** The replica is gone: its address is free again. */
+  free(vm: string): void {
+    this.byVm.delete(vm);
+  }
 }
