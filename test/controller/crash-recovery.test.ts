@@ -24,7 +24,8 @@ const ADDRS = ['10.99.0.2/24', '10.99.0.3/24', '10.99.0.4/24'];
 
 /** The fault driver, as the controller: exit status and signal, its JSON lines. */
 async function controller(args: string[], faultAt?: string) {
-  const r = await execa('npx', ['tsx', 'test/controller/fault-driver.ts', config, ...args], {
+  // node itself (not npx): the SIGKILL it sends itself is its own exit signal, not a wrapper's status
+  const r = await execa(process.execPath, ['--import', 'tsx', 'test/controller/fault-driver.ts', config, ...args], {
     cwd: ROOT,
     reject: false,
     timeout: 150_000,
@@ -107,7 +108,7 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 }, 120_000);
 
-const killed = (r: { signal?: string | undefined; exitCode?: number | undefined; stderr: string }) => expect(r.signal ?? r.stderr, r.stderr).toBe('SIGKILL');
+const killed = (r: { signal?: string | undefined; exitCode?: number | undefined; stderr: string }) => expect(r.signal, `exit ${r.exitCode}: ${r.stderr}`).toBe('SIGKILL');
 
 describe('the controller killed at each step of a scale-out and a scale-in, then restarted', { timeout: 200_000 }, () => {
   let first = '';
