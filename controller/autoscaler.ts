@@ -5,10 +5,10 @@
 
 import type { Writable } from 'node:stream';
 import type { Sample } from '../vmi/sample.ts';
-import type { Provisioner, ReleaseMode, Vm, VmSpec } from '../provisioners/provisioner.ts';
+import type { ReleaseMode, Vm, VmSpec } from '../provisioners/provisioner.ts';
 import { iso } from './math.ts';
 import type { PolicyEngine } from './policy.ts';
-import { ScaleActions } from './scale-actions.ts';
+import { ScaleActions, type LoadBalancer, type ReplicaProvisioner } from './scale-actions.ts';
 import type { Clock, ControllerEvent, DecisionEvent, VmStats } from './types.ts';
 
 /** VM-level stats (cheap, every interval): libvirt domstats, /proc/<qemu pid>. */
@@ -27,21 +27,8 @@ export interface ContainerSampler {
   baseline?(vm: string): Promise<Sample>;
 }
 
-export interface Backend {
-  /** the VM serving the replica */
-  vm: string;
-  container: string;
-  /** address of the replica, when the provisioner/guest reports one */
-  address?: string;
-}
-
-/** The load balancer (IPVS direct routing in a guest, in Ciel). */
-export interface LoadBalancer {
-  addBackend(service: string, backend: Backend): Promise<void>;
-  removeBackend(service: string, backend: Backend): Promise<void>;
-}
-
-export type ReplicaProvisioner = Pick<Provisioner, 'acquire' | 'release'>;
+// the balancer and provisioner as the scale actions use them (scale-actions.ts), named here too
+export type { Backend, LoadBalancer, ReplicaProvisioner } from './scale-actions.ts';
 
 export interface AutoscalerOptions {
   /** origin VMs to watch */

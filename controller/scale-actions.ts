@@ -3,10 +3,25 @@
 // pool. The replicas serving each container are kept here, so a restarted controller can hand back the
 // ones it adopted (adopt()) and count from them.
 
-import type { ReleaseMode, Vm, VmSpec } from '../provisioners/provisioner.ts';
-import type { LoadBalancer, ReplicaProvisioner } from './autoscaler.ts';
+import type { Provisioner, ReleaseMode, Vm, VmSpec } from '../provisioners/provisioner.ts';
 import { iso } from './math.ts';
 import type { Clock, ControllerEvent, DecisionEvent } from './types.ts';
+
+export interface Backend {
+  /** the VM serving the replica */
+  vm: string;
+  container: string;
+  /** address of the replica, when the provisioner/guest reports one */
+  address?: string;
+}
+
+/** The load balancer (IPVS direct routing in a guest, in Ciel). */
+export interface LoadBalancer {
+  addBackend(service: string, backend: Backend): Promise<void>;
+  removeBackend(service: string, backend: Backend): Promise<void>;
+}
+
+export type ReplicaProvisioner = Pick<Provisioner, 'acquire' | 'release'>;
 
 export interface ScaleActionsOptions {
   provisioner: ReplicaProvisioner;
