@@ -22,7 +22,8 @@ export class ReplicaAddresses {
     const paused = pooled.find((v) => v.state === 'paused' && v.spec.container === container && this.byVm.has(v.name));
     let entry = paused ? this.byVm.get(paused.name) : undefined;
     if (!entry) {
-      const held = new Set(this.byVm.values());
+      // held by a replica, or given to a spec whose VM is still being made (two containers scaling at once)
+      const held = new Set([...this.byVm.values(), ...this.bySpec.values()]);
       entry = this.entries.find((e) => !held.has(e));
     }
     if (!entry) throw new AddressPoolExhaustedError(this.entries, `no free replica address: all ${this.entries.length} of provisioner.addresses are held by replicas of this run`);

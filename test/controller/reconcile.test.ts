@@ -37,7 +37,11 @@ function setup(name: string, rows: [string, ReplicaState, boolean][], extra: str
       calls.push(`adopt ${vm.name.slice(p.length + 1)}${pooled ? ' pooled' : ''}`);
       return true;
     },
-    reap: async (n) => void calls.push(`reap ${n.slice(p.length + 1)}`),
+    reap: async (n) => {
+      calls.push(`reap ${n.slice(p.length + 1)}`);
+      alive.delete(n); // reaped: no process or files left to list
+      extra.splice(0, extra.length, ...extra.filter((e) => `${p}-${e}` !== n));
+    },
     release: async (vm) => void calls.push(`release ${vm.name.slice(p.length + 1)}`),
   };
   const lb = {
