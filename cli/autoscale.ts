@@ -87,7 +87,7 @@ Exit status:
 `;
 
 export function registerAutoscale(program: Command): void {
-  program
+  const auto = program
     .command('autoscale')
     .description(
       'Watch the containers of running VMs from outside and scale out only the hot one into a new minimal VM ' +
@@ -105,6 +105,18 @@ export function registerAutoscale(program: Command): void {
       const code = await runAutoscale(o);
       // replicas' QMP connections would keep the process alive; what must survive us was detached
       process.exit(code);
+    });
+  auto
+    .command('status')
+    .description("the replicas (name, service, origin, state, address), the pool and the balancer entries from the controller's state, checked against the QEMU processes that run; read-only")
+    .option('--config <file>', 'the config the controller runs with')
+    .option('--json', 'one JSON object')
+    .action(async (_o: unknown, cmd: Command) => {
+      const o = cmd.optsWithGlobals<{ config?: string; json?: boolean }>();
+      if (!o.config) throw new UsageError('--config', 'autoscale status needs --config FILE');
+      const [{ loadAutoscaleConfig }, { autoscaleStatus, statusText }] = await Promise.all([import('../controller/config.ts'), import('../controller/replica-status.ts')]);
+      const st = autoscaleStatus(loadAutoscaleConfig(o.config), o.config);
+      process.stdout.write(o.json ? `${JSON.stringify(st)}\n` : `${statusText(st)}\n`);
     });
 }
 
