@@ -1,12 +1,13 @@
 // `ciel autoscale status`: the controller's state (state-store.ts) checked against what runs, read-only:
 // nothing is started, stopped or connected to (a running controller holds its replicas' QMP sockets).
 // A QEMU-direct replica runs when a QEMU process with its name has its QMP socket in the provisioner's
-// folder (qemu-processes.ts); libvirt replicas are shown as recorded.
+// folder (qemu-processes.ts); a libvirt replica runs when its domain is listed running or paused.
 
 import { existsSync } from 'node:fs';
 import { cacheDir } from '../common/cache.ts';
+import { runningDomains } from '../provisioners/libvirt-recovery.ts';
 import { qemuProcesses } from '../provisioners/qemu-processes.ts';
-import type { AutoscaleConfig } from './config.ts';
+import { DEFAULT_LIBVIRT_URI, type AutoscaleConfig } from './config.ts';
 import { StateStore, type ReplicaState } from './state-store.ts';
 
 export interface ReplicaStatus {
@@ -18,7 +19,7 @@ export interface ReplicaStatus {
   /** address without prefix, when it holds one */
   address?: string;
   pid?: number;
-  /** its QEMU process runs (null: not known, libvirt) */
+  /** its QEMU process (its libvirt domain) runs; null: not known (libvirtd did not answer) */
   running: boolean | null;
   /** what the next start of the controller does about it, when anything */
   next?: string;
@@ -33,7 +34,7 @@ export interface AutoscaleStatus {
   pool: string[];
   /** balancer entries: serving replicas; `certain` false: the hook may or may not have run (cut short) */
   balancer: { service: string; vm: string; address?: string; certain: boolean }[];
-  /** QEMU processes named with this config's prefix that the state does not know */
+  /** QEMU processes (libvirt domains) named with this config's prefix that the state does not know */
   orphans: { name: string; pid: number }[];
 }
 
@@ -50,11 +51,13 @@ export function autoscaleStatus(cfg: AutoscaleConfig, configFile: string): Autos
   try {
     const p = cfg.provisioner;
     const dir = p?.kind === 'qemu-direct' ? (p.dir ?? cacheDir('qemu-direct')) : undefined;
-    const procs = dir && existsSync(dir) ? qemuProcesses(dir).filter((q) => q.name.startsWith(store.prefix)) : [];
+    // what runs: QEMU processes of the provisioner's folder, or libvirt domains (null: libvirtd did not answer)
+    const all = p?.kind === 'libvirt' ? runningDomains(p.uri ?? DEFAULT_LIBVIRT_URI) : dir && existsSync(dir) ? qemuProcesses(dir) : [];
+    const procs = (all ?? []).filter((q) => q.name.startsWith(store.prefix));
     const rows = store.all();
     const replicas: ReplicaStatus[] = rows.map((r) => {
       const proc = procs.find((q) => q.name === r.name);
-      const running = dir ? proc !== undefined : null;
+      const running = p && all !== null ? proc !== undefined : null;
       const next = running === false && r.state !== 'intent' ? 'removed (not running; from the balancer too if it may be there)' : NEXT[r.state];
       return {
         name: r.name,

@@ -242,10 +242,6 @@ export class AutoscaleService {
     if (!real || !store || !tracking || !autoscaler || !engine) return;
     const { say, config: cfg } = this.o;
     say(`state: ${store.file}`);
-    if (real.kind === 'libvirt') {
-      say('libvirt: replicas are recorded, but an earlier run\'s are not reconciled (not implemented for libvirt)');
-      return;
-    }
     let r: Awaited<ReturnType<typeof reconcile>>;
     try {
       r = await reconcile({ store, pool: real, lb: this.rawLb, ...(this.addrs ? { addrs: this.addrs } : {}), maxReplicas: cfg.policy.maxReplicas ?? 10 });
@@ -350,7 +346,7 @@ export class AutoscaleService {
       if (tracking.byName.size) say(`destroyed ${tracking.byName.size} replica VM(s) (--destroy-on-exit)`);
       // the state forgets what is gone (a replica that could not be destroyed stays for the next start)
       const store = this.store;
-      if (store && real.kind !== 'libvirt') {
+      if (store) {
         const remaining = real.leftovers(store.prefix);
         for (const r of store.all()) if (!remaining.has(r.name)) store.delete(r.name);
       }

@@ -58,7 +58,7 @@ export interface VmBackend<R extends RestoredVm = RestoredVm> {
   /** VM-level stats (vmstats/) of a VM, or of a VM (domain) known by name. */
   vmStats(vm: Vm | string): Promise<VmStats>;
   /**
-   * Recovery after the controller's own crash (optional; QEMU-direct has it): VMs of this backend's
+   * Recovery after the controller's own crash (qemu-processes.ts, libvirt-recovery.ts): VMs of this backend's
    * folder left by an earlier process, taken over or ended by name.
    */
   recovery?: BackendRecovery;
