@@ -1,23 +1,16 @@
 // controller/reconcile.ts over a recording pool and balancer: what each recorded step becomes when its VM
 // runs or not, orphans, and a state beyond maxReplicas. (The same on real QEMU replicas, killed at each
 // step: crash-recovery.test.ts.)
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { useTempCache } from '../fixtures/temp-cache.ts';
 import { reconcile, type RecoverablePool } from '../../controller/reconcile.ts';
 import { ReplicaAddresses } from '../../controller/replica-addresses.ts';
 import { StateStore, type ReplicaState } from '../../controller/state-store.ts';
 import type { Vm } from '../../provisioners/provisioner.ts';
 
-const dir = mkdtempSync(join(tmpdir(), 'ciel-reconcile-'));
-const saved = process.env.CIEL_CACHE;
-beforeAll(() => (process.env.CIEL_CACHE = join(dir, 'cache')));
-afterAll(() => {
-  if (saved === undefined) delete process.env.CIEL_CACHE;
-  else process.env.CIEL_CACHE = saved;
-  rmSync(dir, { recursive: true, force: true });
-});
+const dir = useTempCache('reconcile');
 
 function setup(name: string, rows: [string, ReplicaState, boolean][], extra: string[] = []) {
   const cfg = join(dir, `${name}.json`);

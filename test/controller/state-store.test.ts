@@ -1,19 +1,12 @@
 // controller/state-store.ts: the file is private, numbers are never reused across openings, rows survive a
 // reopening as written, and a file that is not Ciel's state is a typed error naming it.
-import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { useTempCache } from '../fixtures/temp-cache.ts';
 import { StateStore, StateStoreError, stateLocation } from '../../controller/state-store.ts';
 
-const dir = mkdtempSync(join(tmpdir(), 'ciel-state-'));
-const saved = process.env.CIEL_CACHE;
-beforeAll(() => (process.env.CIEL_CACHE = join(dir, 'cache')));
-afterAll(() => {
-  if (saved === undefined) delete process.env.CIEL_CACHE;
-  else process.env.CIEL_CACHE = saved;
-  rmSync(dir, { recursive: true, force: true });
-});
+const dir = useTempCache('state');
 const spec = { name: 'x', container: 'web', vcpus: 1, memMiB: 64, kernel: 'k', initrd: 'i', cmdline: 'c', disk: 'overlay' as const };
 
 describe('StateStore', () => {
