@@ -7,7 +7,7 @@
 // set is always valid (cAdvisor would fail that scrape).
 //
 // Values are guest data: quotes, backslashes and newlines are escaped as the format requires, other
-// control characters become '?', lone UTF-16 surrogates (possible through JSON \ud800 escapes)
+// control characters (and bidi overrides, line separators: someone reads /metrics with curl) become '?', lone UTF-16 surrogates (possible through JSON \ud800 escapes)
 // become U+FFFD so the body is valid UTF-8, and a value is cut at MAX_VALUE_CHARS characters.
 
 export const CONTAINER_LABEL_PREFIX = 'container_label_';
@@ -17,7 +17,7 @@ export type LabelSet = Record<string, string>;
 
 /** Docker label key -> Prometheus label name (prefix + [a-zA-Z0-9_] only; the prefix makes it start with a letter). */
 export function containerLabelName(key: string): string {
-  return CONTAINER_LABEL_PREFIX + key.replace(/[^a-zA-Z0-9_]/g, '_');
+  return CONTAINER_LABEL_PREFIX + key.replace(/[^a-zA-Z0-9_]/gu, '_'); // per code point, as Go's regexp works on runes
 }
 
 /** container_label_* labels of a container's Docker labels, in key order, first key winning a name collision. */
@@ -34,7 +34,7 @@ export function dockerLabelSet(labels: Readonly<Record<string, string>> | undefi
 /** A guest string made safe as a label value before escaping (controls, lone surrogates, length). */
 export function cleanValue(s: string): string {
   // eslint-disable-next-line no-control-regex
-  let v = s.replace(/[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/g, '?').replace(/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g, '\ufffd');
+  let v = s.replace(/[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g, '?').replace(/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g, '\ufffd');
   if (v.length > MAX_VALUE_CHARS) {
     const chars = [...v];
     if (chars.length > MAX_VALUE_CHARS) v = chars.slice(0, MAX_VALUE_CHARS - 1).join('') + '…';
