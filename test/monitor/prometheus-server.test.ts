@@ -5,12 +5,13 @@
 // exposition passes `promtool check metrics`, and the PromQL a stock cAdvisor dashboard uses returns
 // the series the guest's known load implies.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { GENERATED } from '../../common/build-artifact.ts';
 import { buildMonitor } from '../../compiler/build.ts';
 import { bootGuest, type Guest } from '../../testbed/guest/boot.ts';
 import { DOCKER_DISK_INFO } from '../../testbed/guest/build.ts';
@@ -88,7 +89,8 @@ function stopChild(p: ChildProcess | undefined): Promise<void> {
 
 describe.skipIf(MISSING.length > 0)('a real Prometheus scraping ciel monitor on the live test guest', () => {
   beforeAll(async () => {
-    await buildMonitor({ release: RELEASE, log: (l) => process.stderr.write(`[build] ${l}\n`) });
+    // build only when there is none: a rebuild takes 10-20 s and rewrites a build other test runs may be loading
+    if (!existsSync(join(GENERATED, RELEASE, 'monitor.so'))) await buildMonitor({ release: RELEASE, log: (l) => process.stderr.write(`[build] ${l}\n`) });
     guest = await bootGuest({ name: `promsrv-${process.pid}`, dockerDisk: true });
     tmp = mkdtempSync(join(tmpdir(), 'ciel-prometheus-test-'));
 
@@ -98,7 +100,15 @@ describe.skipIf(MISSING.length > 0)('a real Prometheus scraping ciel monitor on 
       { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] },
     );
     monitor.stderr!.setEncoding('utf8').on('data', (d: string) => (monitorErr += d));
-    metricsUrl = await waitFor('metrics URL from ciel monitor', 60_000, async () => /metrics at (\S+)/.exec(monitorErr)?.[1], () => monitorErr);
+    metricsUrl = await waitFor(
+      'metrics URL from ciel monitor',
+      60_000,
+      async () => {
+        if (monitor!.exitCode !== null) throw new Error(`ciel monitor exited with ${monitor!.exitCode}`);
+        return /metrics at (\S+)/.exec(monitorErr)?.[1];
+      },
+      () => monitorErr,
+    );
     const target = new URL(metricsUrl).host;
 
     const port = await freePort();
@@ -166,6 +176,7 @@ describe.skipIf(MISSING.length > 0)('a real Prometheus scraping ciel monitor on 
     expect(web).toHaveLength(1);
     expect(web[0].metric).toMatchObject({ name: 'web', image: DOCKER_DISK_INFO.burner.image, vm: 'g', container_label_com_docker_compose_project: 'ciel-test' });
     // the CFS quota caps it at 0.5 (guest time follows wall time under TCG); a loaded host can only lower it
+    console.log(`measured: rate(container_cpu_usage_seconds_total{name="web"}[10s]) = ${val(web[0]).toFixed(3)}`);
     expect(val(web[0])).toBeLessThanOrEqual(LOAD.burnerCpuFraction * 1.1);
     expect(val(web[0])).toBeGreaterThan(LOAD.burnerCpuFraction * 0.3);
     const idle = await query('rate(container_cpu_usage_seconds_total{name="sidecar"}[10s])');
@@ -193,11 +204,13 @@ describe.skipIf(MISSING.length > 0)('a real Prometheus scraping ciel monitor on 
   it('interface and device labels: the net container receives its pings on eth0, the disk container writes', async () => {
     const rx = await query('rate(container_network_receive_bytes_total{name="frontend",interface="eth0"}[10s])');
     expect(rx).toHaveLength(1);
+    console.log(`measured: rate(container_network_receive_bytes_total{name="frontend"}[10s]) = ${val(rx[0]).toFixed(0)} B/s`);
     // 5 pings/s of LOAD.netPingBytes payload each way; a loaded TCG host sends fewer, never more
     expect(val(rx[0])).toBeGreaterThan(LOAD.netPingBytes);
     expect(val(rx[0])).toBeLessThan(5 * (LOAD.netPingBytes + 64) * 1.5);
     const wr = await query('rate(container_fs_writes_bytes_total{name="db",device="total"}[10s])');
     expect(wr).toHaveLength(1);
+    console.log(`measured: rate(container_fs_writes_bytes_total{name="db"}[10s]) = ${val(wr[0]).toFixed(0)} B/s`);
     // one LOAD.diskKiBPerRound round per second at most
     expect(val(wr[0])).toBeGreaterThan(LOAD.diskKiBPerRound * 1024 * 0.2);
     expect(val(wr[0])).toBeLessThan(LOAD.diskKiBPerRound * 1024 * 1.5);
