@@ -12,6 +12,8 @@
 
 export const CONTAINER_LABEL_PREFIX = 'container_label_';
 export const MAX_VALUE_CHARS = 1024;
+/** per container: all container_label_* names and values together */
+export const MAX_LABEL_TEXT = 4096;
 
 export type LabelSet = Record<string, string>;
 
@@ -20,13 +22,23 @@ export function containerLabelName(key: string): string {
   return CONTAINER_LABEL_PREFIX + key.replace(/[^a-zA-Z0-9_]/gu, '_'); // per code point, as Go's regexp works on runes
 }
 
-/** container_label_* labels of a container's Docker labels, in key order, first key winning a name collision. */
+/**
+ * container_label_* labels of a container's Docker labels, in key order, first key winning a name
+ * collision, values cleaned, and at most MAX_LABEL_TEXT characters of names and values in all: the
+ * set is repeated on every series of the container, and a guest with many containers full of huge
+ * labels must not make one scrape hundreds of megabytes. A label that does not fit is left out.
+ */
 export function dockerLabelSet(labels: Readonly<Record<string, string>> | undefined): LabelSet {
   const out: LabelSet = {};
   if (!labels) return out;
+  let budget = MAX_LABEL_TEXT;
   for (const key of Object.keys(labels).sort()) {
     const name = containerLabelName(key);
-    if (!(name in out)) out[name] = labels[key];
+    if (name in out) continue;
+    const value = cleanValue(labels[key]);
+    if (name.length + value.length > budget) continue;
+    budget -= name.length + value.length;
+    out[name] = value;
   }
   return out;
 }

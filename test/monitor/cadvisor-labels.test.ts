@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { cleanValue, containerLabelName, dockerLabelSet, escapeValue, MAX_VALUE_CHARS, seriesLine } from '../../monitor/cadvisor-labels.ts';
+import { cleanValue, containerLabelName, dockerLabelSet, escapeValue, MAX_LABEL_TEXT, MAX_VALUE_CHARS, seriesLine } from '../../monitor/cadvisor-labels.ts';
 
 describe('container_label_* names', () => {
   it("sanitize Docker label keys as cAdvisor does: every character outside [a-zA-Z0-9_] becomes '_'", () => {
@@ -14,6 +14,17 @@ describe('container_label_* names', () => {
     expect(dockerLabelSet({ 'a.b': 'dot', 'a-b': 'dash', a_b: 'underscore', z: 'last' })).toEqual({ container_label_a_b: 'dash', container_label_z: 'last' });
     expect(Object.keys(dockerLabelSet({ z: '1', a: '2', m: '3' }))).toEqual(['container_label_a', 'container_label_m', 'container_label_z']);
     expect(dockerLabelSet(undefined)).toEqual({});
+  });
+
+  it('carry at most MAX_LABEL_TEXT characters of names and values per container; a label that does not fit is left out', () => {
+    // 64 labels of 1024-character values: 3 fit (3 * (17 + 1024) = 3123), a 4th would pass 4096; a small one after still fits
+    const big = Object.fromEntries(Array.from({ length: 64 }, (_, i) => [`b${String(i).padStart(2, '0')}`, 'v'.repeat(5000)]));
+    const set = dockerLabelSet({ ...big, zz: 'small' });
+    expect(Object.keys(set)).toEqual(['container_label_b00', 'container_label_b01', 'container_label_b02', 'container_label_zz']);
+    expect(set.container_label_b00).toBe('v'.repeat(MAX_VALUE_CHARS - 1) + '…');
+    const total = Object.entries(set).reduce((n, [k, v]) => n + k.length + v.length, 0);
+    expect(total).toBeLessThanOrEqual(MAX_LABEL_TEXT);
+    expect(dockerLabelSet({ k: 'a\u001bb' })).toEqual({ container_label_k: 'a?b' });
   });
 });
 
