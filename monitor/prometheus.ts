@@ -210,7 +210,11 @@ export class PrometheusExporter implements SampleObserver {
     for (const [vm, st] of this.vms) {
       const t = Date.parse(st.sample.time);
       const seen = Number.isFinite(t) ? Math.floor(t / 1000) : NaN;
+      // one series per cgroup: a hostile guest can list a cgroup twice, and Prometheus refuses duplicate samples
+      const ids = new Set<string>();
       for (const c of st.sample.containers) {
+        if (ids.has(c.cgroup)) continue;
+        ids.add(c.cgroup);
         const info = st.info.get(c.id);
         const name = (info?.name ?? c.name ?? '').replace(/^\//, '');
         yield [{ id: c.cgroup, name, image: info?.image ?? '', vm, ...dockerLabelSet(info?.labels) }, { c, info, seen }];

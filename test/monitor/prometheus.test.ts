@@ -272,6 +272,11 @@ describe('PrometheusExporter', () => {
     expect([...s[0].labels[`container_label_${'k'.repeat(256)}`]]).toHaveLength(1024);
     expect(s[0].labels.container_label_sp_ace).toBe('??]0;title?');
     expect(Buffer.from(text, 'utf8').toString('utf8')).toBe(text);
+
+    // the same cgroup listed twice by the guest: one series (the first), never a duplicate sample
+    exporter.observe({ time: '2026-12-05T03:00:01Z', kernel: 'k', sample_us: 1, vm: 'vm1', containers: [c(ID_A, { cpu_usage_ns: 2e9 }), c(ID_A, { cpu_usage_ns: 9e9 })] });
+    const twice = parseExposition(await exporter.metrics()).get('container_cpu_usage_seconds_total', {});
+    expect(twice.map((x) => x.value)).toEqual([2]);
   });
 
   it('answers 404 off /metrics and 405 to POST', async () => {
