@@ -66,9 +66,10 @@ Output: a line per interesting event (VM hot/cool, container chosen, decision, r
   containers_sampled, container_chosen, decision, scaled_out, ...; in a dry run scaled_out/scaled_in carry
   "dry_run": true). Progress and status on stderr.
   --prometheus [HOST:]PORT: the container samples the controller takes are also served on /metrics, in
-  the series of \`ciel monitor --prometheus\` (cAdvisor's names, labels id, name, image, vm; port 0
-  picks one, printed on stderr). They are as fresh as the controller's samples: every interval with
-  containerBaseline "kept", only while a VM is hot (or scaled out) with "on-demand".
+  the series of \`ciel monitor --prometheus\` (cAdvisor's names, labels id, name, image, vm; no Docker
+  labels or container_spec_*: the controller reads no disk; port 0 picks one, printed on stderr). They
+  are as fresh as the controller's samples: every interval with containerBaseline "kept", only while a
+  VM is hot (or scaled out) with "on-demand".
 
 Stop with SIGINT/SIGTERM (or --count): the loop stops, running scale actions finish, replicas are left
   running and listed on stderr (QEMU-direct replicas run in their own process group, so a Ctrl-C does

@@ -54,8 +54,10 @@ Output:
                redrawn in place on a terminal, printed as plain blocks when stdout is not a terminal
   --json       one JSON sample per line instead (cumulative counters; name/image from --disk)
   --prometheus [HOST:]PORT   also serve /metrics (default host 127.0.0.1; port 0 picks one, printed on stderr):
-               cAdvisor's container_* metrics with labels id, name, image, vm, and the monitor's own
-               ciel_sample_duration_seconds, ciel_sample_errors_total, ciel_tlb_hit_ratio
+               cAdvisor's container_* metrics with labels id, name, image, vm, container_label_* (Docker
+               labels, with --disk), interface/device/cpu where cAdvisor has them, container_last_seen,
+               container_spec_* (limits from hostconfig.json, with --disk; docs/cadvisor.md), and the
+               monitor's own ciel_sample_duration_seconds, ciel_sample_errors_total, ciel_tlb_hit_ratio
   --quiet      nothing on stdout (with --prometheus)
 
 Errors go to stderr, prefixed by the VM name. Exit status: 0; 1 on bad options, when a single VM cannot

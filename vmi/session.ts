@@ -44,10 +44,32 @@ export type SessionSample = Sample & {
   guest_accesses?: number;
 };
 
-/** What is known about a container besides the sample (name, image from the guest's disk). */
+/**
+ * A container's resource limits as its runtime applied them to its cgroup, in cgroup units
+ * (cAdvisor's container_spec_*). A field is absent when it is not known (or was garbage).
+ */
+export interface ContainerLimits {
+  /** memory limit in bytes; 0 = unlimited */
+  memoryBytes?: number;
+  /** memory + swap limit in bytes (memsw); 0 = unlimited */
+  memorySwapBytes?: number;
+  /** soft limit (memory.low / soft_limit_in_bytes) in bytes; 0 = none */
+  memoryReservationBytes?: number;
+  /** cpu.shares (cgroup v1 scale, 2..262144; 1024 when not set) */
+  cpuShares?: number;
+  /** CFS period in microseconds */
+  cpuPeriodUs?: number;
+  /** CFS quota in microseconds per period; 0 = none */
+  cpuQuotaUs?: number;
+}
+
+/** What is known about a container besides the sample (from the guest's disk: name, image, labels, limits). */
 export interface ContainerInfo {
   name?: string;
   image?: string;
+  /** the runtime's labels (Docker's Config.Labels), as written: keys and values are guest data */
+  labels?: Readonly<Record<string, string>>;
+  limits?: ContainerLimits;
 }
 
 /** Anyone who wants a session user's samples as they are taken (the Prometheus exporter, a plot). */
