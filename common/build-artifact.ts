@@ -76,7 +76,11 @@ export function loadBuild(release: string, outRoot = GENERATED): BuildArtifact {
   };
   const abiModule = join(dir, 'abi.js');
   if (!existsSync(abiModule)) throw new BadInputError(abiModule, `missing: rebuild with \`ciel build --kernel ${release}\``);
-  return { dir, so: join(dir, 'monitor.so'), abiModule, slots: read<SlotInfo[]>('slots.json'), manifest: read<BuildManifest>('manifest.json') };
+  const manifest = read<BuildManifest>('manifest.json');
+  // a folder renamed or copied by hand: its monitor reads the kernel it was built for, not the name's
+  if (manifest?.release !== release)
+    throw new BadInputError(join(dir, 'manifest.json'), `holds a build for kernel ${JSON.stringify(manifest?.release)}, not ${release}: run \`ciel build --kernel ${release}\``);
+  return { dir, so: join(dir, 'monitor.so'), abiModule, slots: read<SlotInfo[]>('slots.json'), manifest };
 }
 
 /** True when generated/<release>/ holds a complete build. */
