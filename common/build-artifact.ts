@@ -58,8 +58,13 @@ export interface BuildArtifact {
 /** A release name as `ciel build` writes it: never a path (`--kernel ../../etc` must not leave generated/). */
 const RELEASE_NAME = /^[0-9A-Za-z][0-9A-Za-z.+_~-]*$/;
 
+/** True for a name `ciel build` can write a build under (no path, no control characters, at most 128 characters). */
+export function isBuildName(release: string): boolean {
+  return RELEASE_NAME.test(release) && release.length <= 128;
+}
+
 export function checkReleaseName(release: string): string {
-  if (!RELEASE_NAME.test(release) || release.length > 128)
+  if (!isBuildName(release))
     throw new CielError(`'${release}' is not a kernel release name (e.g. 6.1.0-56-amd64)`);
   return release;
 }
