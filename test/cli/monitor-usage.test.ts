@@ -61,4 +61,14 @@ describe('ciel monitor: bad options end with one clear line', () => {
     expect(r.exitCode).toBe(1);
     expect(r.stderr.trim()).toBe("ciel: interval '5ms' is shorter than 10 ms (the configs' minimum, 0.01 s)");
   });
+
+  it('--kernel that is a path, not a release name, is refused before anything is opened', async () => {
+    const r = await run(['monitor', '--qemu', '/nonexistent/qmp.sock', '--memory', '/nonexistent/ram', '--kernel', '../../etc']);
+    expect(r.exitCode).toBe(1);
+    expect(r.stderr.trim()).toBe('ciel: --kernel: "../../etc" is not a kernel release name (like 6.1.0-56-amd64: what `uname -r` prints in the guest)');
+    const vmcore = await run(['monitor', '--vmcore', '/nonexistent/core', '--kernel', '6.1.0-56-amd64/../../x']);
+    expect(vmcore.exitCode).toBe(1);
+    expect(vmcore.stderr.trim()).toBe('ciel: --kernel: "6.1.0-56-amd64/../../x" is not a kernel release name (like 6.1.0-56-amd64: what `uname -r` prints in the guest)');
+    noStack(r.stderr + vmcore.stderr);
+  });
 });
