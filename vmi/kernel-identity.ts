@@ -51,23 +51,30 @@ export class NoKernelBuildError extends VmError {
   }
 }
 
-/** How far past phys_base the kernel image (text, rodata, data) is looked for. */
+/** How far the kernel image (text, rodata, data) is looked for, from where it was loaded. */
 const IMAGE_WINDOW = 256n << 20n;
 const MAX_BANNER = 512;
-/** `#1 SMP PREEMPT_DYNAMIC Debian 6.1.192-2 (2025-05-22)`: the last `Debian X` after the build number */
-const DEBIAN_VERSION = /#\d+ .*\bDebian ([0-9][0-9A-Za-z.+~:-]{0,63})(?: \(\d{4}-\d{2}-\d{2}\))?$/;
+/**
+ * `... #1 SMP PREEMPT_DYNAMIC Debian 6.1.192-2 (2026-11-16)`: the `Debian X` that ends the line (the
+ * compiler's `(Debian 12.2.0-14+deb12u1)` is followed by `)`, never at the end). 6.1 keeps a second
+ * copy with an empty build number (`# SMP`), so the number is not relied on.
+ */
+const DEBIAN_VERSION = /\bDebian ([0-9][0-9A-Za-z.+~:-]{0,63})(?: \(\d{4}-\d{2}-\d{2}\))?$/;
 
 export function debianVersionOf(banner: string): string | undefined {
   return DEBIAN_VERSION.exec(banner)?.[1];
 }
 
 /**
- * The `Linux version <release> (` line in the kernel image's physical window (phys_base onwards: where
- * linux_banner and the early log buffer are), so a whole-RAM scan is not needed on a big guest.
+ * The `Linux version <release> (` line in the kernel image's physical window, so a whole-RAM scan is
+ * not needed on a big guest. `imageBase` is phys_base + KERNELOFFSET: a kernel virtual address v is
+ * at physical v - __START_KERNEL_map + imageBase, so the image (linux_banner in .rodata, the early log
+ * buffer) starts a little above it (CONFIG_PHYSICAL_START, 16 MiB on Debian). phys_base is negative
+ * under KASLR (seen: -0x24800000 with a slide of 0x32400000).
  */
-export function findBannerOf(backend: MemoryBackend, release: string, physBase: bigint | null): string | undefined {
+export function findBannerOf(backend: MemoryBackend, release: string, imageBase: bigint | null): string | undefined {
   const needle = Buffer.from(`Linux version ${release} (`, 'latin1');
-  const lo = physBase !== null && physBase >= 0n ? physBase : 0n;
+  const lo = imageBase !== null && imageBase >= 0n ? imageBase : 0n;
   const hi = lo + IMAGE_WINDOW;
   for (const r of backend.ranges()) {
     const start = r.gpa > lo ? r.gpa : lo;
@@ -91,21 +98,23 @@ export function findBannerOf(backend: MemoryBackend, release: string, physBase: 
  * GuestReleaseError (naming the VM, saying what to do) when guest RAM tells nothing.
  */
 export function readGuestKernel(backend: MemoryBackend, vm: string, noteRelease?: string): GuestKernel {
-  let physBase: bigint | null = null;
+  const imageBase = (r: { physBase: bigint | null; kernelOffset: bigint | null }) =>
+    r.physBase !== null && r.kernelOffset !== null ? r.physBase + r.kernelOffset : null;
+  let base: bigint | null = null;
   let k: GuestKernel;
   if (noteRelease !== undefined && isReleaseName(noteRelease)) {
     k = { release: noteRelease, source: 'dump-note' };
     try {
-      physBase = readGuestRelease(backend, vm).physBase;
+      base = imageBase(readGuestRelease(backend, vm));
     } catch {
       /* the note is enough to pick a build */
     }
   } else {
     const r = readGuestRelease(backend, vm);
-    physBase = r.physBase;
+    base = imageBase(r);
     k = { release: r.release, source: r.source };
   }
-  const banner = findBannerOf(backend, k.release, physBase);
+  const banner = findBannerOf(backend, k.release, base);
   if (banner) {
     k.banner = banner;
     const v = debianVersionOf(banner);

@@ -24,8 +24,9 @@ function ram(name: string, texts: [number, string][]): RawFileBackend {
 
 // the real 6.1.0-56-amd64 banner form (init/version.c linux_banner, Debian's build)
 const BANNER_61 =
-  'Linux version 6.1.0-56-amd64 (debian-kernel@lists.debian.org) (gcc-12 (Debian 12.2.0-14+deb12u1) 12.2.0, GNU ld (GNU Binutils for Debian) 2.40) #1 SMP PREEMPT_DYNAMIC Debian 6.1.192-2 (2026-10-02)';
-const VMCOREINFO_61 = 'OSRELEASE=6.1.0-56-amd64\nPAGESIZE=4096\nKERNELOFFSET=1a00000\nNUMBER(phys_base)=16777216\n\0';
+  'Linux version 6.1.0-56-amd64 (debian-kernel@lists.debian.org) (gcc-12 (Debian 12.2.0-14+deb12u1) 12.2.0, GNU ld (GNU Binutils for Debian) 2.40) #1 SMP PREEMPT_DYNAMIC Debian 6.1.192-2 (2026-11-16)';
+// phys_base negative under KASLR, as on the live guest: the image is at phys_base + KERNELOFFSET = 16 MiB onwards
+const VMCOREINFO_61 = 'OSRELEASE=6.1.0-56-amd64\nPAGESIZE=4096\nKERNELOFFSET=2000000\nNUMBER(phys_base)=-16777216\n\0';
 const MANIFEST_61 = { release: '6.1.0-56-amd64', packages: { 'linux-headers-6.1.0-56-amd64': '6.1.192-2', 'linux-kbuild-6.1': '6.1.192-3', 'linux-image-6.1.0-56-amd64-unsigned': '6.1.192-2' } };
 
 describe('the guest kernel and its Debian build', () => {
@@ -33,14 +34,16 @@ describe('the guest kernel and its Debian build', () => {
     expect(debianVersionOf(BANNER_61)).toBe('6.1.192-2');
     expect(debianVersionOf('Linux version 7.3.4+deb13-amd64 (x) (gcc-14 (Debian 14.2.0-19) 14.2.0) #1 SMP PREEMPT_DYNAMIC Debian 7.3.4-1~bpo13+1')).toBe('7.3.4-1~bpo13+1');
     expect(debianVersionOf('Linux version 6.6.0 (me@host) (gcc 13) #4 SMP Tue Jan 2 2024')).toBeUndefined();
+    // 6.1's second copy has an empty build number
+    expect(debianVersionOf(BANNER_61.replace('#1 SMP', '# SMP'))).toBe('6.1.192-2');
     expect(builtDebianVersion(MANIFEST_61)).toBe('6.1.192-2'); // the image's, not linux-kbuild's -3
     expect(builtDebianVersion({ release: 'x', packages: {} })).toBeUndefined();
   });
 
-  it('reads release and banner from the kernel image window (phys_base onwards), a banner cut by garbage is no banner', () => {
+  it('reads release and banner from the kernel image window (phys_base + KERNELOFFSET onwards), a banner cut by garbage is no banner', () => {
     const b = ram('61', [
       [0x23000, VMCOREINFO_61],
-      [0x0100000, 'Linux version 6.1.0-56-amd64 (fake) #9 Debian 9.9.9-9 (2020-01-01)'], // below phys_base: not the image
+      [0x0100000, 'Linux version 6.1.0-56-amd64 (fake) #9 Debian 9.9.9-9 (2020-01-01)\n'], // below the image: not it
       [0x1800000, 'Linux version 6.1.0-56-amd64 (cut\x01 off)\n'],
       [0x2400000, `${BANNER_61}\n\0`],
     ]);
