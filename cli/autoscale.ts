@@ -36,7 +36,10 @@ Config (JSON; unknown fields are errors; relative paths are relative to the file
                    "cmdline": "console=ttyS0 ciel.container={container}", "vcpus": 1, "memMiB": 256},
    "balancer": {"hook": "/usr/local/bin/lb-hook"}}
 
-  vms[]: every VM needs "qmp" + "memory" (QEMU's QMP socket and its guest RAM file, memory-backend-file
+  vms[]: "kernel": the guest's kernel release; without it, it is read from the guest's memory when the VM
+    is attached (printed on stderr), and a release with no build yet is built then (Debian's packages,
+    cached; progress on stderr). A build for another kernel than the guest's is refused (exit 2).
+    Every VM needs "qmp" + "memory" (QEMU's QMP socket and its guest RAM file, memory-backend-file
     share=on): the container level reads registers and RAM through them, libvirt domains included.
     VM level, exactly one of: "pid" of a QEMU process started directly (/proc; needs "vcpus" and
     "memMiB"), or "libvirt": "DOMAIN" with optional "uri" (default qemu:///system; virsh domstats).
@@ -79,10 +82,11 @@ Stop with SIGINT/SIGTERM (or --count): the loop stops, running scale actions fin
 Exit status:
   0    stopped by a signal, or after --count intervals
   1    bad options or config (the message names the file and field), a missing file the config names,
-       no monitor build for a VM's kernel (\`ciel build --kernel RELEASE\`), or a --prometheus address
+       no monitor build for a VM's "kernel" (\`ciel build --kernel RELEASE\`), or a --prometheus address
        that cannot be bound
-  2    could not start: a VM could not be attached (QMP, memory file), its VM-level stats could not be
-       read, or the provisioner could not be set up
+  2    could not start: a VM could not be attached (QMP, memory file, a "kernel" whose build is not for the
+       kernel the guest runs, a guest kernel with no build that cannot be built), its VM-level stats could
+       not be read, or the provisioner could not be set up
   3    with --count: an error or action_failed event happened during the run
   130  a second signal while stopping
 `;
@@ -92,7 +96,7 @@ export function registerAutoscale(program: Command): void {
     .command('autoscale')
     .description(
       'Watch the containers of running VMs from outside and scale out only the hot one into a new minimal VM ' +
-        '(or, with --dry-run, print the decisions). Needs a monitor build per guest kernel (`ciel build --kernel RELEASE`).',
+        "(or, with --dry-run, print the decisions). Each guest's kernel is found in its memory and its monitor built on first use.",
     )
     .option('--config <file>', 'JSON file: VMs, policy, provisioner, balancer hook (format below)')
     .option('--dry-run', 'decide, but start nothing and run no hook')
@@ -184,8 +188,10 @@ export async function runAutoscale(o: AutoscaleCliOptions): Promise<number> {
   }
   const closeExporter = () => exporter?.close().catch((e: Error) => say(`closing the metrics server: ${e.message}`));
 
+  const { kernelSessionOptions } = await import('./build-on-first-use.ts');
   const service = await AutoscaleService.start({
     config: cfg,
+    session: kernelSessionOptions(say, true),
     configFile: o.config,
     intervalMs,
     dryRun: o.dryRun === true,

@@ -27,6 +27,7 @@ import { makeProvisioner, replicaSpec } from './replica-provisioner.ts';
 import type { ControllerEvent } from './types.ts';
 import { vmLevelSource } from './vm-level-source.ts';
 import { autoscaleTarget, MonitorSampler } from './monitor-sampler.ts';
+import type { SessionOptions } from '../vmi/session.ts';
 import { TrackingProvisioner } from './tracking-provisioner.ts';
 import { DurableReplicas } from './durable-replicas.ts';
 import { reconcile } from './reconcile.ts';
@@ -59,6 +60,8 @@ export interface AutoscaleServiceOptions {
   emit(e: ControllerEvent): void;
   /** status and progress, one line each */
   say(m: string): void;
+  /** for each VM's monitor session: how a build missing for a guest's kernel is made, who is told the kernel used */
+  session?: SessionOptions;
   /** also handed every container sample and sampling failure (e.g. the Prometheus exporter) */
   observers?: readonly SampleObserver[];
 }
@@ -70,7 +73,8 @@ function levelOf(v: AutoscaleVm): string {
 
 /** Fail early on what the config names but the host lacks (bad input, before anything is attached). */
 export function checkHost(cfg: AutoscaleConfig, file: string, real: boolean): void {
-  for (const k of new Set(cfg.vms.map((v) => v.kernel)))
+  // a VM without "kernel" gets its guest's, found (and built if need be) when it is attached
+  for (const k of new Set(cfg.vms.flatMap((v) => (v.kernel !== undefined ? [v.kernel] : []))))
     if (!existsSync(join(GENERATED, k, 'monitor.so')))
       throw new BadInputError(join(GENERATED, k, 'monitor.so'), `no monitor build for kernel ${k}: run \`ciel build --kernel ${k}\` first`);
   if (!real || !cfg.provisioner) return;
@@ -113,7 +117,7 @@ export class AutoscaleService {
   failures = 0;
   /** replica → container, registered with the balancer (scaled_out until scaled_in) */
   private readonly serving = new Map<string, string>();
-  private readonly sampler = new MonitorSampler();
+  private readonly sampler: MonitorSampler;
   private readonly disks = new Map<string, DiskNames>();
   private readonly addrs: ReplicaAddresses | undefined;
   private readonly dryRunProvisioner: DryRunProvisioner | undefined;
@@ -133,6 +137,7 @@ export class AutoscaleService {
   private readonly stopper = new AbortController();
 
   private constructor(private readonly o: AutoscaleServiceOptions) {
+    this.sampler = new MonitorSampler(o.session);
     const p = o.config.provisioner;
     this.addrs = p?.addresses ? new ReplicaAddresses(p.addresses) : undefined;
     this.dry = o.dryRun || !p;
@@ -192,7 +197,7 @@ export class AutoscaleService {
       } catch (e) {
         throw new StartError(v.name, `cannot attach the monitor: ${e instanceof VmError ? e.detail : (e as Error).message}`);
       }
-      say(`${v.name}: attached (kernel ${v.kernel}; VM level: ${levelOf(v)})`);
+      say(`${v.name}: attached (kernel ${this.sampler.session(v.name)?.release ?? v.kernel}; VM level: ${levelOf(v)})`);
     }
     // names of containers that appear later: the disk is re-read when it changed or an id is new
     this.sampler.onSample = (s) => {
