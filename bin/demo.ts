@@ -171,8 +171,7 @@ async function main(): Promise<void> {
   }
   await s.load.stop();
 
-  const decAt = tl.at.decided;
-  const beforeFrom = Math.max(step.at, decAt - 20_000);
+  const before = TrafficExperiment.aloneWindow(step.at, firstServed);
   const lat = (from: number, to: number) => s.load.sentIn(from, to).filter((r) => r.ok).map((r) => r.lat);
   const r1 = (v: number | undefined) => (v === undefined ? null : Math.round(v * 10) / 10);
   const r3 = (v: number | undefined) => (v === undefined ? null : Math.round(v * 1000) / 1000);
@@ -192,13 +191,14 @@ async function main(): Promise<void> {
     boot_ms: Math.round(tl.boot_ms),
     ready_ms: tl.ready_ms,
     rate_at_decision: step.rate,
+    before_window_s: [r1(s.since(before.from)), r1(s.since(before.to))], // the origin alone at that rate: step + 3 s to the replica's first answer
     requests_ok: s.load.results.filter((r) => r.ok).length,
     requests_failed: s.load.results.filter((r) => !r.ok).length,
-    p50_before_ms: r1(quantile(lat(beforeFrom, decAt), 0.5)),
-    p99_before_ms: r1(quantile(lat(beforeFrom, decAt), 0.99)),
+    p50_before_ms: r1(quantile(lat(before.from, before.to), 0.5)),
+    p99_before_ms: r1(quantile(lat(before.from, before.to), 0.99)),
     p50_after_ms: r1(quantile(lat(afterFrom, afterTo), 0.5)),
     p99_after_ms: r1(quantile(lat(afterFrom, afterTo), 0.99)),
-    origin_cpu_before: r3(s.mean(beforeFrom, decAt, (t) => t.vms[s.originName]?.web?.cpu)),
+    origin_cpu_before: r3(s.mean(before.from, before.to, (t) => t.vms[s.originName]?.web?.cpu)),
     origin_cpu_after: r3(s.mean(afterFrom, afterTo, (t) => t.vms[s.originName]?.web?.cpu)),
     replica_cpu_after: r3(s.mean(afterFrom, afterTo, (t) => t.vms[tl.replica]?.web?.cpu)),
     first_replica_request_ms: firstServed - tl.at.detected,

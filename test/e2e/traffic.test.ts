@@ -65,8 +65,9 @@ describe('real HTTP traffic through IPVS into real Docker containers', () => {
     expect(Math.abs(toOrigin - toReplica)).toBeLessThanOrEqual(Math.max(2, 0.2 * (toOrigin + toReplica)));
 
     // the origin's web CPU, as Ciel read it from outside, falls; the replica's carries the rest
-    const beforeFrom = Math.max(step.at, dec.at - 20_000);
-    const originBefore = x.mean(beforeFrom, dec.at, (t) => t.vms[x.originName]?.web?.cpu)!;
+    const before = TrafficExperiment.aloneWindow(step.at, firstServed);
+    const originBefore = x.mean(before.from, before.to, (t) => t.vms[x.originName]?.web?.cpu)!;
+    expect(originBefore, 'the origin web CPU while it served the rate alone').toBeGreaterThan(0.05);
     const originAfter = x.mean(afterFrom, afterTo, (t) => t.vms[x.originName]?.web?.cpu)!;
     const replicaAfter = x.mean(afterFrom, afterTo, (t) => t.vms[replica]?.web?.cpu)!;
     expect(originAfter).toBeLessThan(originBefore * 0.75);
@@ -86,8 +87,8 @@ describe('real HTTP traffic through IPVS into real Docker containers', () => {
         origin_cpu_before: +originBefore.toFixed(3),
         origin_cpu_after: +originAfter.toFixed(3),
         replica_cpu_after: +replicaAfter.toFixed(3),
-        p50_before_ms: quantile(lat(beforeFrom, dec.at), 0.5),
-        p99_before_ms: quantile(lat(beforeFrom, dec.at), 0.99),
+        p50_before_ms: quantile(lat(before.from, before.to), 0.5),
+        p99_before_ms: quantile(lat(before.from, before.to), 0.99),
         p50_after_ms: quantile(lat(afterFrom, afterTo), 0.5),
         p99_after_ms: quantile(lat(afterFrom, afterTo), 0.99),
         first_replica_request_ms: firstServed - step.at,

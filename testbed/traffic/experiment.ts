@@ -335,6 +335,16 @@ export class TrafficExperiment {
     return cur;
   }
 
+  /**
+   * The "before" window: the origin alone serving the rate the controller decided at, from 3 s after that
+   * step (the first tick after a step is partly the old rate) to the replica's first answer. The decision
+   * comes seconds after a step, too few ticks to average; the rate is held unchanged until the replica
+   * serves, so this is the longest window of the same rate without the replica.
+   */
+  static aloneWindow(stepAt: number, firstServedAt: number): { from: number; to: number } {
+    return { from: stepAt + 3_000, to: firstServedAt };
+  }
+
   /** Mean of a per-tick value over ticks in [from, to). */
   mean(from: number, to: number, f: (t: TrafficTick) => number | undefined): number | undefined {
     const v = this.ticks.filter((t) => t.at >= from && t.at < to).map(f).filter((x): x is number => x !== undefined);
