@@ -51,7 +51,7 @@ const intervalMs = Number(opt('--interval') ?? 1000);
 const work = Number(opt('--work') ?? DEFAULT_WORK);
 const plotPath = resolve(opt('--plot') ?? join(cacheDir('demo'), 'ciel-demo.svg'));
 /** client rates (requests/s), each held 30 s (the paper raises its rate every 30 s); the last until the decision */
-const STEPS = [1, 2];
+const STEPS = [1, 2, 3, 4, 6, 8];
 const STEP_MS = 30_000;
 /** after the replica answered its first request: settle, then the "after" window */
 const SETTLE_MS = 10_000;
@@ -141,7 +141,7 @@ async function main(): Promise<void> {
   await sleep(3_000);
 
   const decided = () => !!s.find((e) => e.type === 'decision' && e.action === 'scale_out');
-  const step = await s.stepRates(STEPS, STEP_MS, decided, 240_000);
+  const step = await s.stepRates(STEPS, STEP_MS, decided, 300_000);
   progress(`decision at ${step.rate} req/s; cloning the template and booting the replica (only web; TCG: 1-3 min)`);
   const tl = await s.waitFor(() => timeline(s.events, 'web', step.at), 480_000, 'the replica to be added to IPVS');
   const firstServed = await s.waitFor(() => s.firstServed.get(tl.replica), 60_000, 'the first request answered by the replica');
