@@ -14,7 +14,8 @@
 //     starts (restart policies), with its own address and the VIP on lo; IPVS adds it, and from then on
 //     round-robin sends it every other request
 //  5. with --scale-in (and in the live view) the rate drops: the replica is drained (IPVS weight 0, until
-//     no connection is open) and destroyed
+//     no connection is open) and paused into the pool; then the load comes back and the controller scales
+//     out again from the pool (the paused replica resumes)
 //  6. writes the Fig. 12 plot (SVG: per-container CPU, memory, net tx/rx, and the client's latency and
 //     throughput, scale-out/in marked) and removes every VM and the namespace (also on Ctrl-C)
 //
@@ -51,7 +52,7 @@ const intervalMs = Number(opt('--interval') ?? 1000);
 const work = Number(opt('--work') ?? DEFAULT_WORK);
 const plotPath = resolve(opt('--plot') ?? join(cacheDir('demo'), 'ciel-demo.svg'));
 /** client rates (requests/s), each held 30 s (the paper raises its rate every 30 s); the last until the decision */
-const STEPS = [1, 2, 3, 4, 6, 8];
+const STEPS = [1, 2, 3, 4, 6, 8, 10];
 const STEP_MS = 30_000;
 /** after the replica answered its first request: settle, then the "after" window */
 const SETTLE_MS = 10_000;
@@ -96,9 +97,11 @@ function describe(t: TimedEvent, s: TrafficExperiment): string | undefined {
     case 'decision':
       return `${at} ■ DECISION ${e.action} ${e.container} ${e.from} → ${e.to} (${e.reason})`;
     case 'scaled_out':
-      return `${at} ✔ ${e.replica} added to IPVS for ${e.container} (clone + offline edit ${Math.round(e.clone_ms ?? 0)} ms, boot to web answering ${Math.round(e.boot_ms ?? 0)} ms)`;
+      return e.pooled
+        ? `${at} ✔ ${e.replica} added to IPVS for ${e.container} (from the pool: resumed, web answering ${Math.round(e.boot_ms ?? 0)} ms after the resume)`
+        : `${at} ✔ ${e.replica} added to IPVS for ${e.container} (clone + offline edit ${Math.round(e.clone_ms ?? 0)} ms, boot to web answering ${Math.round(e.boot_ms ?? 0)} ms)`;
     case 'scaled_in':
-      return `${at} ✔ ${e.replica} drained (no connection left open) and destroyed`;
+      return `${at} ✔ ${e.replica} drained (no connection left open) and paused into the pool`;
     case 'action_failed':
     case 'error':
       return `${at} ✖ ${JSON.stringify(e)}`;
@@ -168,6 +171,25 @@ async function main(): Promise<void> {
     markers.push({ x: s.since(ev.at), label: 'scale-in (drained)', color: '#ff7f0e' });
     await sleep(10_000);
     scaleInfo = { scale_in_decided_ms: dec.at - dropAt, scale_in_done_ms: ev.at - dropAt, failed_during_scale_in: s.load.sentIn(dropAt).filter((r) => !r.ok).length };
+
+    // the load comes back: the same controller scales out again, now from the pool (the paused replica
+    // resumes with its own address) — the second provisioning method, measured on the same traffic
+    const riseAt = Date.now();
+    s.load.setRate(step.rate);
+    live(`client rate → ${step.rate} req/s (the load comes back)`);
+    const again = await s.waitFor(() => timeline(s.events, 'web', riseAt), 180_000, 'the second scale-out (from the pool)');
+    const served2 = await s.waitFor(() => s.firstServed.get(again.replica), 60_000, 'the first request answered by the resumed replica');
+    markers.push({ x: s.since(again.at.decided), label: `scale-out again (${again.pooled ? 'pooled: resumed' : 'new clone'})`, color: '#9467bd' });
+    await sleep(15_000);
+    scaleInfo.second_scale_out = {
+      method: again.pooled ? 'pooled (paused VM resumed)' : 'clone',
+      replica: again.replica,
+      detect_ms: again.detect_ms,
+      decide_ms: again.decide_ms,
+      resume_or_boot_ms: Math.round(again.boot_ms),
+      first_replica_request_ms: served2 - again.at.detected,
+      failed: s.load.sentIn(riseAt).filter((r) => !r.ok).length,
+    };
   }
   await s.load.stop();
 
@@ -184,7 +206,7 @@ async function main(): Promise<void> {
     scaled: tl.container,
     new_vm: tl.replica,
     new_vm_containers: replicaContainers,
-    provisioning: 'clone of the Docker template (qcow2 overlay) edited offline: restart policies (only web), address, VIP on lo; cold boot',
+    provisioning: 'clone of the Docker template (qcow2 overlay) edited offline: restart policies (only web), address, VIP on lo; cold boot (the pool is empty at the first scale-out; scale-in pauses the replica into it)',
     detect_ms: tl.detect_ms,
     decide_ms: tl.decide_ms,
     clone_ms: Math.round(tl.clone_ms),

@@ -11,13 +11,15 @@ import { RELEASE, TrafficExperiment, ORIGIN_IP, trafficPolicy } from '../../test
 import { quantile } from '../../testbed/traffic/open-loop.ts';
 
 let x: TrafficExperiment;
+/** the rate the first scale-out was decided at (the load is kept running into the scale-in test) */
+let rate = 0;
 const log = process.env.CIEL_E2E_VERBOSE === '1' ? (l: string) => process.stderr.write(`[traffic] ${l}\n`) : () => {};
 
 beforeAll(async () => {
   if (!hasBuild(RELEASE)) await buildMonitor({ release: RELEASE });
   x = await TrafficExperiment.setup({
     tag: `t${process.pid % 100000}`,
-    policy: trafficPolicy({ scaleDownWindowMs: 120_000 }),
+    policy: trafficPolicy({ scaleDownWindowMs: 30_000 }),
     log,
     onTick: (t) => {
       const w = (vm: string) => t.vms[vm]?.web?.cpu?.toFixed(2) ?? '-';
@@ -38,8 +40,8 @@ describe('real HTTP traffic through IPVS into real Docker containers', () => {
   it('scales out web into a replica running only web; requests split; the origin web CPU falls by itself; no request fails', { timeout: 900_000 }, async () => {
     const decided = () => !!x.find((e) => e.type === 'decision' && e.action === 'scale_out');
     // the rate climbs until the controller decides: where web crosses depends on how fast this host runs
-    // TCG (a loaded host stretches a request's guest CPU time: 1-2 req/s there, 4-8 on a quiet one)
-    const step = await x.stepRates([1, 2, 3, 4, 6, 8], 20_000, decided, 300_000);
+    // TCG (a loaded host stretches a request's guest CPU time: 1-2 req/s there, 4-6 on a quiet one)
+    const step = await x.stepRates([1, 2, 3, 4, 6, 8, 10], 20_000, decided, 300_000);
     const dec = x.find((e) => e.type === 'decision' && e.action === 'scale_out')!;
     expect(dec.e).toMatchObject({ container: 'web', vm: x.originName, from: 1, to: 2 });
 
@@ -52,7 +54,7 @@ describe('real HTTP traffic through IPVS into real Docker containers', () => {
     const countsAt = await x.lb.counts();
     await new Promise((r) => setTimeout(r, afterTo - Date.now() + 1_500));
     const countsEnd = await x.lb.counts();
-    await x.load.stop();
+    rate = step.rate;
 
     // only web was ever decided on; the replica runs web and nothing else (docker's view and Ciel's)
     expect(x.events.filter((t) => t.e.type === 'decision').map((t) => (t.e.type === 'decision' ? t.e.container : ''))).toEqual(['web']);
@@ -100,5 +102,28 @@ describe('real HTTP traffic through IPVS into real Docker containers', () => {
         first_replica_request_ms: firstServed - step.at,
       })}`,
     );
+  });
+
+  it('scale-in: the replica is drained with no request cut and paused into the pool; the load comes back: it is resumed from the pool', { timeout: 600_000 }, async () => {
+    expect(rate, 'the scale-out test ran first').toBeGreaterThan(0);
+    const dropAt = Date.now();
+    x.load.setRate(0.5);
+    const inEv = await x.waitFor(() => x.find((e) => e.type === 'scaled_in' && e.container === 'web', dropAt), 240_000, 'the scale-in');
+    const replica = inEv.e.type === 'scaled_in' ? inEv.e.replica! : '';
+    expect(x.replicas.pooled('web').map((v) => v.name)).toEqual([replica]);
+    expect((await x.lb.realServers()).map((r) => r.address)).toEqual([ORIGIN_IP]);
+
+    const riseAt = Date.now();
+    x.load.setRate(rate);
+    const outEv = await x.waitFor(() => x.find((e) => e.type === 'scaled_out' && e.container === 'web', riseAt), 240_000, 'the scale-out from the pool');
+    expect(outEv.e).toMatchObject({ replica, pooled: true });
+    const served = await x.waitFor(() => x.firstServed.get(replica), 60_000, 'the first request answered by the resumed replica');
+    await new Promise((r) => setTimeout(r, 5_000));
+    await x.load.stop();
+    expect(x.replicas.pooled('web')).toEqual([]);
+    const failed = x.load.results.filter((r) => !r.ok);
+    expect(failed).toEqual([]);
+    const resumeMs = outEv.e.type === 'scaled_out' ? outEv.e.boot_ms! : -1;
+    console.log(`e2e traffic, scale-in and back: ${JSON.stringify({ scale_in_ms: inEv.at - dropAt, resume_to_web_ms: Math.round(resumeMs), rise_to_first_request_ms: served - riseAt, requests_failed: failed.length })}`);
   });
 });

@@ -43,7 +43,10 @@ export interface DockerBootOptions {
 export interface DockerGuest {
   name: string;
   pid: number;
+  /** the monitor's QMP socket (QMP serves one client per socket) */
   qmpSocket: string;
+  /** a second QMP socket for whoever runs the VM (a provisioner pausing it into its pool) */
+  controlQmpSocket: string;
   memFile: string;
   disk: string;
   consoleLog: string;
@@ -88,6 +91,7 @@ export async function bootDockerGuest(o: DockerBootOptions): Promise<DockerGuest
   const memFile = `/dev/shm/ciel-${o.name}`;
   rmSync(memFile, { force: true });
   const qmpSocket = join(runDir, 'qmp.sock');
+  const controlQmpSocket = join(runDir, 'qmp-control.sock');
   const ctlSocket = join(runDir, 'ctl.sock');
   const consoleLog = join(runDir, 'console.log');
   const guestIp = (o.address ?? TEMPLATE_ADDRESS).split('/')[0]!;
@@ -114,6 +118,7 @@ export async function bootDockerGuest(o: DockerBootOptions): Promise<DockerGuest
     '-chardev', `file,id=con,path=${consoleLog}`, '-serial', 'chardev:con',
     '-chardev', `socket,id=ctl,path=${ctlSocket},server=on,wait=off`, '-serial', 'chardev:ctl',
     '-qmp', `unix:${qmpSocket},server=on,wait=off`,
+    '-qmp', `unix:${controlQmpSocket},server=on,wait=off`,
     '-device', 'vmcoreinfo',
     '-drive', `file=${o.disk},if=virtio,cache=writeback,discard=unmap`,
     ...(o.network ? o.network.nicArgs : ['-netdev', `user,id=n0,net=10.0.2.0/24,${fwd.join(',')}`, '-device', 'virtio-net-pci,netdev=n0']),
@@ -188,6 +193,7 @@ export async function bootDockerGuest(o: DockerBootOptions): Promise<DockerGuest
     name: o.name,
     pid: child.pid!,
     qmpSocket,
+    controlQmpSocket,
     memFile,
     disk: o.disk,
     consoleLog,

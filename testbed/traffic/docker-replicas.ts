@@ -2,9 +2,12 @@
 // a clone of the Docker template (qcow2 overlay) whose disk is edited offline before it boots — restart
 // policies so only the hot service's container starts, its address on the segment, the VIP on lo for
 // direct routing — booted on the private L2 segment. Ready = the service answers HTTP at the replica's own
-// address from inside the namespace (not a console line). No pool: a released replica is destroyed (the
-// pool and warm start of provisioners/ are for the busybox minimal guest here).
+// address from inside the namespace (not a console line). A scale-in's release ("pause", the default)
+// pauses the VM (QMP stop on its second QMP socket; the first is the monitor's) and keeps it in a pool; the
+// next acquire for that service resumes it (QMP cont) with its own address, and it is ready when it
+// answers again. "stop" destroys it.
 import { ToolError } from '../../common/errors.ts';
+import { QmpClient } from '../../vmi/qmp.ts';
 import { addressOf } from '../../controller/tracking-provisioner.ts';
 import type { Acquired, ReleaseMode, Vm, VmSpec } from '../../provisioners/provisioner.ts';
 import type { ReplicaProvisioner } from '../../controller/autoscaler.ts';
@@ -27,11 +30,20 @@ export interface DockerReplicaOptions {
 export class DockerReplicaProvisioner implements ReplicaProvisioner {
   readonly kind = 'docker-clone';
   readonly clones = new Map<string, DockerClone>();
+  /** paused replicas by VM name, with the Vm record they were handed out with */
+  private readonly pool = new Map<string, Vm>();
   private macs = 0;
 
   constructor(private readonly o: DockerReplicaOptions) {}
 
+  /** Paused replicas of a service, oldest first. */
+  pooled(container?: string): Vm[] {
+    return [...this.pool.values()].filter((v) => !container || v.spec.container === container);
+  }
+
   async acquire(asked: VmSpec): Promise<Acquired> {
+    const reuse = this.pooled(asked.container)[0];
+    if (reuse) return this.resume(reuse);
     const spec = { ...asked, name: `${asked.name}-${this.o.tag}` };
     const ip = addressOf(spec);
     if (!ip) throw new ToolError('docker-replica', `${spec.name}: no ciel.ip= in the spec's command line: a replica needs its address`);
@@ -64,10 +76,58 @@ export class DockerReplicaProvisioner implements ReplicaProvisioner {
     return { vm, clone_ms, boot_ms, pooled: false };
   }
 
-  /** Scale-in: the balancer has drained it already; the VM is destroyed (no pool for Docker replicas here). */
-  async release(vm: Vm, _mode?: ReleaseMode): Promise<void> {
+  /** A paused replica back to work: QMP cont, ready when its service answers at its own address again. */
+  private async resume(vm: Vm): Promise<Acquired> {
+    const clone = this.clones.get(vm.name);
+    const ip = addressOf(vm);
+    if (!clone || !ip) throw new ToolError('docker-replica', `${vm.name}: pooled replica without its VM or address`);
+    this.pool.delete(vm.name);
+    const t0 = performance.now();
+    try {
+      await this.qmp(clone, (q) => q.cont());
+      const deadline = t0 + (this.o.readyTimeoutMs ?? 420_000);
+      while (!(await webAnswers(this.o.segment, ip))) {
+        if (!clone.guest.alive()) throw new ToolError('qemu', `pooled replica ${vm.name} exited before web answered`);
+        if (performance.now() > deadline) throw new ToolError('docker-replica', `web on pooled ${vm.name} (${ip}) did not answer within ${this.o.readyTimeoutMs ?? 420_000} ms of its resume`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    } catch (e) {
+      await this.destroy(vm.name);
+      throw e;
+    }
+    vm.state = 'running';
+    return { vm, clone_ms: 0, boot_ms: performance.now() - t0, pooled: true, reuse: 'resume' };
+  }
+
+  /**
+   * Scale-in (the balancer has drained it already): "pause" (the default) stops its vCPUs and keeps it
+   * for the next scale-out of its service; "stop" destroys it.
+   */
+  async release(vm: Vm, mode: ReleaseMode = 'pause'): Promise<void> {
+    const clone = this.clones.get(vm.name);
+    if (mode === 'pause' && clone?.guest.alive()) {
+      try {
+        await this.qmp(clone, (q) => q.stop());
+        vm.state = 'paused';
+        this.pool.set(vm.name, vm);
+        this.o.log?.(`${vm.name} paused into the pool`);
+        return;
+      } catch (e) {
+        this.o.log?.(`${vm.name}: pause failed (${(e as Error).message}); destroying it`);
+      }
+    }
     await this.destroy(vm.name);
     vm.state = 'destroyed';
+  }
+
+  /** One command on the replica's control QMP socket (the monitor holds the other one). */
+  private async qmp<T>(clone: DockerClone, f: (q: QmpClient) => Promise<T>): Promise<T> {
+    const q = await QmpClient.connect(clone.guest.controlQmpSocket);
+    try {
+      return await f(q);
+    } finally {
+      q.close();
+    }
   }
 
   clone(name: string): DockerClone | undefined {
@@ -77,6 +137,7 @@ export class DockerReplicaProvisioner implements ReplicaProvisioner {
   private async destroy(name: string): Promise<void> {
     const c = this.clones.get(name);
     this.clones.delete(name);
+    this.pool.delete(name);
     await c?.stop();
   }
 
