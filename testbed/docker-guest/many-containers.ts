@@ -26,15 +26,19 @@ export async function startManyContainers(g: DockerGuest, o: ManyContainersOptio
   const running = Number((await g.must('docker ps -q | wc -l', 120_000)).trim());
   const need = o.total - running;
   if (need > 0) {
-    // names already taken (an earlier partial run) are skipped by create and started again
+    // names already taken (an earlier partial run) make create fail; those are started all the same
     await g.must(
-      `seq 1 ${need} | xargs -P ${parallel} -I{} sh -c 'docker create -q --name ${prefix}-{} --stop-signal SIGKILL ciel/batch:1 /bin/sleep 2000000000 >/dev/null 2>&1; true'
-docker ps -aq --filter name=${prefix}- --filter status=created | xargs -r -n 4 -P ${parallel} docker start >/dev/null`,
+      `mkdir -p /run/ciel; : > /run/ciel/many.err
+seq 1 ${need} | xargs -P ${parallel} -I{} sh -c 'docker create --name ${prefix}-{} --stop-signal SIGKILL ciel/batch:1 /bin/sleep 2000000000 >/dev/null 2>>/run/ciel/many.err || true'
+docker ps -aq --filter name=${prefix}- --filter status=created | xargs -r -n 4 -P ${parallel} docker start >/dev/null 2>>/run/ciel/many.err || true`,
       o.timeoutMs ?? 1_800_000,
     );
   }
   const now = Number((await g.must('docker ps -q | wc -l', 120_000)).trim());
   o.log?.(`${now} containers running (${need > 0 ? need : 0} started in ${((performance.now() - t0) / 1000).toFixed(0)} s)`);
-  if (now < o.total) throw new ToolError('docker', `only ${now} of ${o.total} containers are running`);
+  if (now < o.total) {
+    const err = await g.sh('tail -3 /run/ciel/many.err', 60_000).catch(() => null);
+    throw new ToolError('docker', `only ${now} of ${o.total} containers are running: ${err?.out.trim() ?? ''}`);
+  }
   return { running: now, ms: performance.now() - t0 };
 }
