@@ -7,7 +7,7 @@
  * with ".scope" optional in both. This is exactly what the runtime's dockerIdOf()
  * (vmi/guest-monitor.ts, /(^|\/)docker[-/]([0-9a-f]{64})(\.scope)?$/) accepts on the path:
  * names never contain '/', so a "docker" component is a whole kernfs name.
- * Guest strings are read byte by byte and never past their first unexpected byte.
+ * The names are copied (ciel_strscpy, bounded) and compared locally.
  */
 #ifndef CIEL_DOCKER_H
 #define CIEL_DOCKER_H
@@ -15,38 +15,46 @@
 #include "ciel_cgroup.h"
 
 #define CIEL_DOCKER_ID_LEN	64
+/* "docker-" + 64 hex + ".scope" + NUL fits; a longer name is no container */
+#define CIEL_DOCKER_NAME_MAX	(7 + CIEL_DOCKER_ID_LEN + 6 + 1 + 1)
 
-/* 64 lowercase hex digits at s (guest), then the end of the name or ".scope". */
+/* 64 lowercase hex digits at s (local copy), then the end of the name or ".scope". */
 static __always_inline bool ciel_docker_id_name(const char *s)
 {
 	int i;
 
-	for (i = 0; i < CIEL_DOCKER_ID_LEN; i++) {
-		char c = READ_ONCE(s[i]);
-
-		if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
+	for (i = 0; i < CIEL_DOCKER_ID_LEN; i++)
+		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
 			return false;
-	}
-	return !READ_ONCE(s[CIEL_DOCKER_ID_LEN]) ||
-	       !ciel_strncmp(s + CIEL_DOCKER_ID_LEN, ".scope", sizeof(".scope"));
+	s += CIEL_DOCKER_ID_LEN;
+	return !s[0] || (s[0] == '.' && s[1] == 's' && s[2] == 'c' && s[3] == 'o' && s[4] == 'p' &&
+			 s[5] == 'e' && !s[6]);
 }
 
 /* in: the cgroup's kernfs node (guest, may be NULL); out: true for a Docker container's cgroup. */
 static __always_inline bool ciel_docker_cgroup(struct kernfs_node *kn)
 {
+	char name[CIEL_DOCKER_NAME_MAX], pname[8];
 	struct kernfs_node *parent;
-	const char *name, *pname;
+	const char *gname;
+	bool trunc = false;
 
-	if (!kn || !(name = READ_ONCE(kn->name)))
+	if (!kn || !(gname = READ_ONCE(kn->name)))
 		return false;
-	/* "docker-" prefix: the comparison stops at the first differing byte */
-	if (!ciel_strncmp(name, "docker-", sizeof("docker-") - 1))
-		return ciel_docker_id_name(name + sizeof("docker-") - 1);
+	ciel_strscpy(name, gname, sizeof(name), &trunc);
+	if (trunc)
+		return false;
+	if (name[0] == 'd' && name[1] == 'o' && name[2] == 'c' && name[3] == 'k' && name[4] == 'e' &&
+	    name[5] == 'r' && name[6] == '-')
+		return ciel_docker_id_name(name + 7);
 	if (!ciel_docker_id_name(name))
 		return false;
 	parent = ciel_kernfs_parent(kn);
-	return parent && (pname = READ_ONCE(parent->name)) &&
-	       !ciel_strncmp(pname, "docker", sizeof("docker"));
+	if (!parent || !(gname = READ_ONCE(parent->name)))
+		return false;
+	ciel_strscpy(pname, gname, sizeof(pname), &trunc);
+	return !trunc && pname[0] == 'd' && pname[1] == 'o' && pname[2] == 'c' && pname[3] == 'k' &&
+	       pname[4] == 'e' && pname[5] == 'r' && !pname[6];
 }
 
 #endif /* CIEL_DOCKER_H */
