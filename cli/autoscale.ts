@@ -36,7 +36,10 @@ Config (JSON; unknown fields are errors; relative paths are relative to the file
                    "cmdline": "console=ttyS0 ciel.container={container}", "vcpus": 1, "memMiB": 256},
    "balancer": {"hook": "/usr/local/bin/lb-hook"}}
 
-  vms[]: every VM needs "qmp" + "memory" (QEMU's QMP socket and its guest RAM file, memory-backend-file
+  vms[]: "kernel": the guest's kernel release; without it, it is read from the guest's memory when the VM
+    is attached (printed on stderr), and a release with no build yet is built then (Debian's packages,
+    cached; progress on stderr). A build for another kernel than the guest's is refused (exit 2).
+    Every VM needs "qmp" + "memory" (QEMU's QMP socket and its guest RAM file, memory-backend-file
     share=on): the container level reads registers and RAM through them, libvirt domains included.
     VM level, exactly one of: "pid" of a QEMU process started directly (/proc; needs "vcpus" and
     "memMiB"), or "libvirt": "DOMAIN" with optional "uri" (default qemu:///system; virsh domstats).
@@ -66,9 +69,10 @@ Output: a line per interesting event (VM hot/cool, container chosen, decision, r
   containers_sampled, container_chosen, decision, scaled_out, ...; in a dry run scaled_out/scaled_in carry
   "dry_run": true). Progress and status on stderr.
   --prometheus [HOST:]PORT: the container samples the controller takes are also served on /metrics, in
-  the series of \`ciel monitor --prometheus\` (cAdvisor's names, labels id, name, image, vm; port 0
-  picks one, printed on stderr). They are as fresh as the controller's samples: every interval with
-  containerBaseline "kept", only while a VM is hot (or scaled out) with "on-demand".
+  the series of \`ciel monitor --prometheus\` (cAdvisor's names, labels id, name, image, vm; no Docker
+  labels or container_spec_*: the controller reads no disk; port 0 picks one, printed on stderr). They
+  are as fresh as the controller's samples: every interval with containerBaseline "kept", only while a
+  VM is hot (or scaled out) with "on-demand".
 
 Stop with SIGINT/SIGTERM (or --count): the loop stops, running scale actions finish, replicas are left
   running and listed on stderr (QEMU-direct replicas run in their own process group, so a Ctrl-C does
@@ -78,20 +82,21 @@ Stop with SIGINT/SIGTERM (or --count): the loop stops, running scale actions fin
 Exit status:
   0    stopped by a signal, or after --count intervals
   1    bad options or config (the message names the file and field), a missing file the config names,
-       no monitor build for a VM's kernel (\`ciel build --kernel RELEASE\`), or a --prometheus address
+       no monitor build for a VM's "kernel" (\`ciel build --kernel RELEASE\`), or a --prometheus address
        that cannot be bound
-  2    could not start: a VM could not be attached (QMP, memory file), its VM-level stats could not be
-       read, or the provisioner could not be set up
+  2    could not start: a VM could not be attached (QMP, memory file, a "kernel" whose build is not for the
+       kernel the guest runs, a guest kernel with no build that cannot be built), its VM-level stats could
+       not be read, or the provisioner could not be set up
   3    with --count: an error or action_failed event happened during the run
   130  a second signal while stopping
 `;
 
 export function registerAutoscale(program: Command): void {
-  program
+  const auto = program
     .command('autoscale')
     .description(
       'Watch the containers of running VMs from outside and scale out only the hot one into a new minimal VM ' +
-        '(or, with --dry-run, print the decisions). Needs a monitor build per guest kernel (`ciel build --kernel RELEASE`).',
+        "(or, with --dry-run, print the decisions). Each guest's kernel is found in its memory and its monitor built on first use.",
     )
     .option('--config <file>', 'JSON file: VMs, policy, provisioner, balancer hook (format below)')
     .option('--dry-run', 'decide, but start nothing and run no hook')
@@ -105,6 +110,18 @@ export function registerAutoscale(program: Command): void {
       const code = await runAutoscale(o);
       // replicas' QMP connections would keep the process alive; what must survive us was detached
       process.exit(code);
+    });
+  auto
+    .command('status')
+    .description("the replicas (name, service, origin, state, address), the pool and the balancer entries from the controller's state, checked against the QEMU processes that run; read-only")
+    .option('--config <file>', 'the config the controller runs with')
+    .option('--json', 'one JSON object')
+    .action(async (_o: unknown, cmd: Command) => {
+      const o = cmd.optsWithGlobals<{ config?: string; json?: boolean }>();
+      if (!o.config) throw new UsageError('--config', 'autoscale status needs --config FILE');
+      const [{ loadAutoscaleConfig }, { autoscaleStatus, statusText }] = await Promise.all([import('../controller/config.ts'), import('../controller/replica-status.ts')]);
+      const st = autoscaleStatus(loadAutoscaleConfig(o.config), o.config);
+      process.stdout.write(o.json ? `${JSON.stringify(st)}\n` : `${statusText(st)}\n`);
     });
 }
 
@@ -171,8 +188,10 @@ export async function runAutoscale(o: AutoscaleCliOptions): Promise<number> {
   }
   const closeExporter = () => exporter?.close().catch((e: Error) => say(`closing the metrics server: ${e.message}`));
 
+  const { kernelSessionOptions } = await import('./build-on-first-use.ts');
   const service = await AutoscaleService.start({
     config: cfg,
+    session: kernelSessionOptions(say, true),
     configFile: o.config,
     intervalMs,
     dryRun: o.dryRun === true,

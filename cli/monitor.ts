@@ -10,6 +10,7 @@ import { BadFieldError, CielError, UsageError, VmError } from '../common/errors.
 import { parseInterval } from '../common/interval.ts';
 import { DEFAULT_HOST, DEFAULT_PORT, parseListen } from '../monitor/listen-address.ts';
 import type { ErrorKind, MonitoredVm, NamedSample } from '../monitor/loop.ts';
+import { isBuildName } from '../common/build-artifact.ts';
 import { vmTarget } from '../vmi/target.ts';
 
 interface MonitorCliOptions {
@@ -39,23 +40,36 @@ Targets (exactly one):
   --qemu SOCKET --memory FILE   a live QEMU/KVM guest (RAM shared through memory-backend-file,share=on)
   --memory FILE                 a raw physical-memory file without QMP (page tables from the guest's VMCOREINFO)
   --vmcore FILE                 one sample of an ELF dump (dump-guest-memory, virsh dump --memory-only), then exit;
-                                CR3 from the dump's QEMU CPU notes, kernel release from its VMCOREINFO unless -k
+                                CR3 from the dump's QEMU CPU notes
   --xen DOMID                   a Xen HVM/PVH domain, from Dom0 (needs /dev/xen/privcmd, libxenforeignmemory, libxenctrl)
   --config FILE                 several VMs from one JSON file; a VM that fails is reported on stderr and
                                 retried (backoff 1 s doubling to 30 s), the others go on:
       {"vms": [{"name": "web1", "backend": "qemu", "qmp": "/run/web1.qmp", "memory": "/dev/shm/web1",
-                "kernel": "6.1.0-56-amd64", "disk": "/var/lib/vms/web1.qcow2", "interval": 1},
+                "disk": "/var/lib/vms/web1.qcow2", "interval": 1},
                {"name": "db1", "backend": "xen", "domid": 3, "kernel": "6.1.0-56-amd64"}]}
     backend: qemu (qmp + memory), raw (memory), vmcore (vmcore: sampled once), xen (domid);
-    interval in seconds (default 1); relative paths are relative to the file
+    kernel optional (as --kernel); interval in seconds (default 1); relative paths are relative to the file
+
+Kernel:
+  The monitor is compiled per guest kernel (generated/<release>/). Without --kernel (or "kernel"), the
+  release is read from the guest's memory at every attach (VMCOREINFO, else its "Linux version" banner;
+  a dump's own VMCOREINFO note) and printed on stderr ("kernel 6.1.0-56-amd64 (read from the guest: ...)");
+  a release with no build yet is built on first use (Debian's packages, fetched and cached; progress on
+  stderr; minutes the first time). A kernel Debian does not carry cannot be built that way: the error
+  names the release found; build it from its own tree (ciel build --kernel-dir DIR --system-map FILE).
+  With --kernel, the build must be for the kernel the guest runs: a build for another release (or the
+  same release name built from other Debian packages than the guest's banner names) is refused with
+  both releases named.
 
 Output:
   default      a table per VM (name, CPU %, memory, disk and network rates over the real time between samples),
                redrawn in place on a terminal, printed as plain blocks when stdout is not a terminal
   --json       one JSON sample per line instead (cumulative counters; name/image from --disk)
   --prometheus [HOST:]PORT   also serve /metrics (default host 127.0.0.1; port 0 picks one, printed on stderr):
-               cAdvisor's container_* metrics with labels id, name, image, vm, and the monitor's own
-               ciel_sample_duration_seconds, ciel_sample_errors_total, ciel_tlb_hit_ratio
+               cAdvisor's container_* metrics with labels id, name, image, vm, container_label_* (Docker
+               labels, with --disk), interface/device/cpu where cAdvisor has them, container_last_seen,
+               container_spec_* (limits from hostconfig.json, with --disk; docs/cadvisor.md), and the
+               monitor's own ciel_sample_duration_seconds, ciel_sample_errors_total, ciel_tlb_hit_ratio
   --quiet      nothing on stdout (with --prometheus)
 
 Errors go to stderr, prefixed by the VM name. Exit status: 0; 1 on bad options, when a single VM cannot
@@ -67,14 +81,14 @@ export function registerMonitor(program: Command): void {
     .command('monitor')
     .description(
       'Read per-container CPU, memory, disk and network usage of running VMs from outside (no agent in the guest). ' +
-        'Needs a build for each guest kernel (`ciel build --kernel RELEASE`).',
+        "Finds each guest's kernel in its memory and builds the monitor for it on first use (or give --kernel).",
     )
     .option('--qemu <socket>', 'QMP unix socket of the QEMU process (registers, pause/resume); with --memory')
     .option('--memory <file>', "the guest's RAM file (QEMU -object memory-backend-file,share=on,mem-path=FILE), or a raw memory dump")
     .option('--vmcore <file>', 'ELF memory dump: print one sample and exit')
     .option('--xen <domid>', 'Xen domain id (HVM/PVH guest; run in Dom0)')
     .option('--config <file>', 'JSON file listing several VMs (format below)')
-    .option('-k, --kernel <release>', 'guest kernel release the monitor was built for, e.g. 6.1.0-56-amd64')
+    .option('-k, --kernel <release>', "the guest's kernel release, e.g. 6.1.0-56-amd64 (default: read from the guest); its build must exist and fit the guest")
     .option('--disk <image>', "the VM's disk image (raw or qcow2, read-only): container names and images from /var/lib/docker")
     .option('-i, --interval <time>', 'time between samples: 1s, 250ms, ... (with --config: overrides every VM\'s "interval")', '1s')
     .option('-n, --count <n>', 'stop after N sampling rounds per VM (failed rounds count too)')
@@ -96,10 +110,11 @@ export function registerMonitor(program: Command): void {
       if (o.quiet && o.json) throw new UsageError('--quiet', '--quiet and --json contradict each other');
       if (o.quiet && !o.prometheus) throw new UsageError('--quiet', '--quiet prints nothing: it only makes sense with --prometheus');
 
-      const [{ runVms }, { LiveTable }, { RateTracker }] = await Promise.all([
+      const [{ runVms }, { LiveTable }, { RateTracker }, { kernelSessionOptions }] = await Promise.all([
         import('../monitor/loop.ts'),
         import('../monitor/live-table.ts'),
         import('../vmi/rates.ts'),
+        import('./build-on-first-use.ts'),
       ]);
       const ac = new AbortController();
       const stop = () => ac.abort();
@@ -149,7 +164,7 @@ export function registerMonitor(program: Command): void {
               if (!single || process.stderr.isTTY) say(vm, m);
             },
           },
-          { count, signal: ac.signal, failFast: single, endWhenGone: single },
+          { count, signal: ac.signal, failFast: single, endWhenGone: single, session: kernelSessionOptions((m) => process.stderr.write(`ciel monitor: ${m}\n`), !single) },
         );
       } finally {
         process.off('SIGINT', stop);
@@ -191,11 +206,11 @@ async function targets(o: MonitorCliOptions, intervalMs: number, intervalGiven: 
   }
   if (o.disk !== undefined && !existsSync(o.disk)) throw new UsageError('--disk', `--disk: no such file: ${o.disk}`);
   const name = o.vm ?? 'vm';
-  const base = { name, kernel: o.kernel };
+  // a name, never a path: `--kernel ../../etc` must not look for a build outside generated/
+  if (o.kernel !== undefined && !isBuildName(o.kernel))
+    throw new UsageError('--kernel', `--kernel: ${JSON.stringify(o.kernel)} is not a kernel release name (like 6.1.0-56-amd64: what \`uname -r\` prints in the guest)`);
+  const base = { name, ...(o.kernel !== undefined ? { kernel: o.kernel } : {}) };
   const vm = (t: Parameters<typeof vmTarget>[0]): MonitoredVm => ({ ...vmTarget(t), disk: o.disk, intervalMs, consistent: o.consistent });
-  const needKernel = () => {
-    if (!o.kernel) throw new UsageError('--kernel', 'give the guest kernel release: --kernel RELEASE (e.g. 6.1.0-56-amd64)');
-  };
   if (o.vmcore) {
     if (o.consistent) throw new UsageError('--consistent', '--consistent makes no sense for a dump (it is already still)');
     return [vm({ ...base, backend: 'vmcore', vmcore: o.vmcore })];
@@ -203,10 +218,8 @@ async function targets(o: MonitorCliOptions, intervalMs: number, intervalGiven: 
   if (o.xen) {
     const domid = Number(o.xen);
     if (!/^\d+$/.test(o.xen) || domid < 1 || domid > 0x7fef) throw new UsageError('--xen', `--xen wants a guest domain id 1..32751, not '${o.xen}'`);
-    needKernel();
     return [vm({ ...base, backend: 'xen', domid })];
   }
-  needKernel();
   if (o.qemu) {
     if (!o.memory) throw new UsageError('--memory', '--qemu needs --memory FILE too (the guest RAM file)');
     return [vm({ ...base, backend: 'qemu', qmp: o.qemu, memory: o.memory })];

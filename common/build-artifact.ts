@@ -58,8 +58,13 @@ export interface BuildArtifact {
 /** A release name as `ciel build` writes it: never a path (`--kernel ../../etc` must not leave generated/). */
 const RELEASE_NAME = /^[0-9A-Za-z][0-9A-Za-z.+_~-]*$/;
 
+/** True for a name `ciel build` can write a build under (no path, no control characters, at most 128 characters). */
+export function isBuildName(release: string): boolean {
+  return RELEASE_NAME.test(release) && release.length <= 128;
+}
+
 export function checkReleaseName(release: string): string {
-  if (!RELEASE_NAME.test(release) || release.length > 128)
+  if (!isBuildName(release))
     throw new CielError(`'${release}' is not a kernel release name (e.g. 6.1.0-56-amd64)`);
   return release;
 }
@@ -76,7 +81,11 @@ export function loadBuild(release: string, outRoot = GENERATED): BuildArtifact {
   };
   const abiModule = join(dir, 'abi.js');
   if (!existsSync(abiModule)) throw new BadInputError(abiModule, `missing: rebuild with \`ciel build --kernel ${release}\``);
-  return { dir, so: join(dir, 'monitor.so'), abiModule, slots: read<SlotInfo[]>('slots.json'), manifest: read<BuildManifest>('manifest.json') };
+  const manifest = read<BuildManifest>('manifest.json');
+  // a folder renamed or copied by hand: its monitor reads the kernel it was built for, not the name's
+  if (manifest?.release !== release)
+    throw new BadInputError(join(dir, 'manifest.json'), `holds a build for kernel ${JSON.stringify(manifest?.release)}, not ${release}: run \`ciel build --kernel ${release}\``);
+  return { dir, so: join(dir, 'monitor.so'), abiModule, slots: read<SlotInfo[]>('slots.json'), manifest };
 }
 
 /** True when generated/<release>/ holds a complete build. */

@@ -5,9 +5,10 @@
 
 import type { Writable } from 'node:stream';
 import type { Sample } from '../vmi/sample.ts';
-import type { Provisioner, ReleaseMode, Vm, VmSpec } from '../provisioners/provisioner.ts';
+import type { ReleaseMode, Vm, VmSpec } from '../provisioners/provisioner.ts';
 import { iso } from './math.ts';
 import type { PolicyEngine } from './policy.ts';
+import { ScaleActions, type LoadBalancer, type ReplicaProvisioner } from './scale-actions.ts';
 import type { Clock, ControllerEvent, DecisionEvent, VmStats } from './types.ts';
 
 /** VM-level stats (cheap, every interval): libvirt domstats, /proc/<qemu pid>. */
@@ -26,21 +27,8 @@ export interface ContainerSampler {
   baseline?(vm: string): Promise<Sample>;
 }
 
-export interface Backend {
-  /** the VM serving the replica */
-  vm: string;
-  container: string;
-  /** address of the replica, when the provisioner/guest reports one */
-  address?: string;
-}
-
-/** The load balancer (IPVS direct routing in a guest, in Ciel). */
-export interface LoadBalancer {
-  addBackend(service: string, backend: Backend): Promise<void>;
-  removeBackend(service: string, backend: Backend): Promise<void>;
-}
-
-export type ReplicaProvisioner = Pick<Provisioner, 'acquire' | 'release'>;
+// the balancer and provisioner as the scale actions use them (scale-actions.ts), named here too
+export type { Backend, LoadBalancer, ReplicaProvisioner } from './scale-actions.ts';
 
 export interface AutoscalerOptions {
   /** origin VMs to watch */
@@ -50,8 +38,12 @@ export interface AutoscalerOptions {
   sampler: ContainerSampler;
   provisioner: ReplicaProvisioner;
   lb: LoadBalancer;
-  /** spec of a new minimal VM for one replica of `container` (name is unique per call) */
-  specFor(container: string, name: string): VmSpec;
+  /** spec of a new minimal VM for one replica of `container` out of `origin` (name is unique per call) */
+  specFor(container: string, name: string, origin: string): VmSpec;
+  /** a new replica's name, never used before (default: ciel-<container>-<n>, counted by this process) */
+  nameFor?(container: string): string;
+  /** the policy's maxReplicas: a scale-out never goes past it */
+  maxReplicas?: number;
   emit(e: ControllerEvent): void;
   clock?: Clock;
   sleep?: (ms: number) => Promise<void>;
@@ -89,20 +81,31 @@ export function jsonLines(out: Writable): (e: ControllerEvent) => void {
 export class Autoscaler {
   private readonly clock: Clock;
   private readonly sleep: (ms: number) => Promise<void>;
-  private readonly running = new Map<string, Vm[]>();
+  /** carries out the decisions, and knows the replicas serving each container */
+  readonly actions: ScaleActions;
   private readonly queues = new Map<string, Promise<void>>();
-  private seq = 0;
   /** set by step(): a VM turned hot without a decision (see recheckNewlyHot) */
   private recheckSoon = false;
 
   constructor(private readonly o: AutoscalerOptions) {
     this.clock = o.clock ?? Date.now;
     this.sleep = o.sleep ?? ((ms) => new Promise((r) => setTimeout(r, ms)));
+    this.actions = new ScaleActions({
+      provisioner: o.provisioner,
+      lb: o.lb,
+      specFor: o.specFor,
+      emit: o.emit,
+      clock: this.clock,
+      ...(o.releaseMode ? { releaseMode: o.releaseMode } : {}),
+      ...(o.nameFor ? { nameFor: o.nameFor } : {}),
+      ...(o.maxReplicas !== undefined ? { maxReplicas: o.maxReplicas } : {}),
+      onShort: (container, n, vm) => o.engine.setReplicas(container, n, vm),
+    });
   }
 
   /** Replica VMs currently serving `container` (not counting the origin container). */
   replicas(container: string): readonly Vm[] {
-    return this.running.get(container) ?? [];
+    return this.actions.replicas(container);
   }
 
   /**
@@ -195,46 +198,10 @@ export class Autoscaler {
     const prev = this.queues.get(d.container) ?? Promise.resolve();
     // never let one failed action poison the queue for the next ones
     const next = prev
-      .then(() => this.carryOut(d))
+      .then(() => this.actions.carryOut(d))
       .catch((err: unknown) => {
         this.o.emit({ type: 'action_failed', time: iso(this.clock()), container: d.container, error: (err as Error).message });
       });
     this.queues.set(d.container, next);
   }
-
-  private async carryOut(d: DecisionEvent): Promise<void> {
-    const list = this.running.get(d.container) ?? [];
-    this.running.set(d.container, list);
-    if (d.action === 'scale_out') {
-      while (list.length + 1 < d.to) {
-        const name = replicaName(d.container, ++this.seq);
-        try {
-          const a = await this.o.provisioner.acquire(this.o.specFor(d.container, name));
-          list.push(a.vm);
-          await this.o.lb.addBackend(d.container, { vm: a.vm.name, container: d.container });
-          this.o.emit({ type: 'scaled_out', time: iso(this.clock()), container: d.container, replica: a.vm.name, pooled: a.pooled, clone_ms: a.clone_ms, boot_ms: a.boot_ms });
-        } catch (err) {
-          this.o.emit({ type: 'action_failed', time: iso(this.clock()), container: d.container, error: (err as Error).message });
-          this.o.engine.setReplicas(d.container, list.length + 1, d.vm);
-          return;
-        }
-      }
-    } else {
-      while (list.length + 1 > d.to && list.length > 0) {
-        const vm = list.pop()!;
-        try {
-          await this.o.lb.removeBackend(d.container, { vm: vm.name, container: d.container });
-          await this.o.provisioner.release(vm, this.o.releaseMode ?? 'pause');
-          this.o.emit({ type: 'scaled_in', time: iso(this.clock()), container: d.container, replica: vm.name });
-        } catch (err) {
-          this.o.emit({ type: 'action_failed', time: iso(this.clock()), container: d.container, replica: vm.name, error: (err as Error).message });
-        }
-      }
-    }
-  }
-}
-
-function replicaName(container: string, n: number): string {
-  const base = container.replace(/[^A-Za-z0-9_.-]/g, '-').replace(/^[^A-Za-z0-9]+/, '').slice(0, 40) || 'c';
-  return `ciel-${base}-${n}`;
 }

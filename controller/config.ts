@@ -34,8 +34,8 @@ export type VmLevelSource =
 function vmSchema(baseDir: string) {
   return strictObject({
     name: matching(NAME, "letters, digits, '.', '_' or '-'"),
-    /** guest kernel release of the monitor build (generated/<release>/) */
-    kernel: matching(/^\d+\.\d+[^\s/]*$/, 'a kernel release like 6.1.0-56-amd64'),
+    /** guest kernel release of the monitor build (generated/<release>/); absent: read from the guest */
+    kernel: matching(/^\d+\.\d+[^\s/]*$/, 'a kernel release like 6.1.0-56-amd64').optional(),
     /** QMP socket (registers, pause/resume) and guest RAM file: the container level, for every VM */
     qmp: path(baseDir, `missing (${LEVEL})`),
     memory: path(baseDir, `missing (${LEVEL})`),

@@ -2,7 +2,7 @@
 // with Docker ids mapped to friendly names.
 
 import { VmError } from '../common/errors.ts';
-import { VmSession, type SampleObserver, type SessionSample } from '../vmi/session.ts';
+import { VmSession, type SampleObserver, type SessionOptions, type SessionSample } from '../vmi/session.ts';
 import { vmTarget, type VmTarget } from '../vmi/target.ts';
 import type { Sample } from '../vmi/sample.ts';
 import type { ContainerSampler } from './autoscaler.ts';
@@ -40,10 +40,13 @@ export class MonitorSampler implements ContainerSampler {
   /** samples taken, total time reading guest memory, total time the guest was paused (cost reports) */
   readonly stats = { samples: 0, totalUs: 0, pausedUs: 0 };
 
+  /** `session`: for every VM's VmSession (where builds are, building a missing one, the kernel used) */
+  constructor(private readonly sessionOptions: SessionOptions = {}) {}
+
   /** Attach a VM under its target's name (VmError "NAME: cannot attach: ..." on failure). */
   async attach(target: VmTarget, o: SamplerOptions = {}): Promise<void> {
     if (this.vms.has(target.name)) throw new VmError(target.name, 'is already attached');
-    const session = new VmSession(target);
+    const session = new VmSession(target, this.sessionOptions);
     try {
       await session.attach();
     } catch (e) {
@@ -133,5 +136,5 @@ export class MonitorSampler implements ContainerSampler {
  * (QMP socket + shared RAM file).
  */
 export function autoscaleTarget(v: Pick<AutoscaleVm, 'name' | 'kernel' | 'qmp' | 'memory'>): VmTarget {
-  return vmTarget({ name: v.name, backend: 'qemu', kernel: v.kernel, qmp: v.qmp, memory: v.memory });
+  return vmTarget({ name: v.name, backend: 'qemu', ...(v.kernel !== undefined ? { kernel: v.kernel } : {}), qmp: v.qmp, memory: v.memory });
 }

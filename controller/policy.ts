@@ -419,7 +419,7 @@ export class PolicyEngine {
 
   /** Act on a recommendation: cooldown for scale-up, stabilisation window for scale-down. */
   private applyDesired(s: SizingInput, out: StepOutput): void {
-    const { container: key, vm: vmName, resource: r, metric, target, reason } = s;
+    const { container: key, vm: vmName, resource: r, target } = s;
     const { desired, withinTolerance: within, ratio } = s.hpa;
     const { now, events, decisions } = out;
     const st = this.containerState(key, vmName);
@@ -436,19 +436,7 @@ export class PolicyEngine {
         events.push({ type: 'cooldown_skip', time: iso(now), container: key, current, desired, until: iso(st.lastScaleUp + this.cfg.scaleUpCooldownMs) });
         return;
       }
-      const d: DecisionEvent = {
-        type: 'decision',
-        time: iso(now),
-        action: 'scale_out',
-        vm: vmName,
-        container: key,
-        from: current,
-        to: desired,
-        reason: `${reason}: ${r} ${fmt(metric)} vs target ${fmt(target)} (ratio ${fmt(ratio)})`,
-        resource: r,
-        metric,
-        target,
-      };
+      const d = decision(s, now, 'scale_out', current, desired, `vs target ${fmt(target)} (ratio ${fmt(ratio)})`);
       st.replicas = desired;
       st.lastScaleUp = now;
       events.push(d);
@@ -461,19 +449,7 @@ export class PolicyEngine {
         events.push({ type: 'stabilization_hold', time: iso(now), container: key, current, recommended: desired, stabilized, window_ms: W });
         return;
       }
-      const d: DecisionEvent = {
-        type: 'decision',
-        time: iso(now),
-        action: 'scale_in',
-        vm: vmName,
-        container: key,
-        from: current,
-        to: stabilized,
-        reason: `${reason}: ${r} ${fmt(metric)} vs target ${fmt(target)}; max recommendation over ${W / 1000} s window = ${stabilized}`,
-        resource: r,
-        metric,
-        target,
-      };
+      const d = decision(s, now, 'scale_in', current, stabilized, `vs target ${fmt(target)}; max recommendation over ${W / 1000} s window = ${stabilized}`);
       st.replicas = stabilized;
       events.push(d);
       decisions.push(d);
@@ -481,10 +457,15 @@ export class PolicyEngine {
   }
 }
 
+/** The decision event for a recommendation acted on; `why` follows the metric in its reason. */
+function decision(s: SizingInput, now: number, action: DecisionEvent['action'], from: number, to: number, why: string): DecisionEvent {
+  const { container, vm, resource, metric, target, reason } = s;
+  return { type: 'decision', time: iso(now), action, vm, container, from, to, reason: `${reason}: ${resource} ${fmt(metric)} ${why}`, resource, metric, target };
+}
+
 function fmt(x: number): string {
   return Number(x.toFixed(4)).toString();
 }
-
 
 function stripUndefined<T extends object>(o: T): Partial<T> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;

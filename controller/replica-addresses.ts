@@ -22,7 +22,8 @@ export class ReplicaAddresses {
     const paused = pooled.find((v) => v.state === 'paused' && v.spec.container === container && this.byVm.has(v.name));
     let entry = paused ? this.byVm.get(paused.name) : undefined;
     if (!entry) {
-      const held = new Set(this.byVm.values());
+      // held by a replica, or given to a spec whose VM is still being made (two containers scaling at once)
+      const held = new Set([...this.byVm.values(), ...this.bySpec.values()]);
       entry = this.entries.find((e) => !held.has(e));
     }
     if (!entry) throw new AddressPoolExhaustedError(this.entries, `no free replica address: all ${this.entries.length} of provisioner.addresses are held by replicas of this run`);
@@ -40,5 +41,20 @@ export class ReplicaAddresses {
   /** The address (without prefix) a replica holds, for the balancer. */
   address(vm: string): string | undefined {
     return this.byVm.get(vm)?.split('/')[0];
+  }
+
+  /** The entry a replica (or a spec not yet acquired) holds, as configured ("10.0.0.20/24"). */
+  entryOf(name: string): string | undefined {
+    return this.byVm.get(name) ?? this.bySpec.get(name);
+  }
+
+  /** A replica an earlier run started holds `entry` (reconcile.ts): no new replica is given it. */
+  hold(vm: string, entry: string): void {
+    if (this.entries.includes(entry)) this.byVm.set(vm, entry);
+  }
+
+  /** The replica is gone: its address is free again. */
+  free(vm: string): void {
+    this.byVm.delete(vm);
   }
 }

@@ -5,7 +5,8 @@ import { mkdirSync } from 'node:fs';
 import { InvalidValueError } from '../common/errors.ts';
 import { isContainerName } from '../common/guest-text.ts';
 import { LibvirtProvisioner } from '../provisioners/libvirt.ts';
-import type { Provisioner, VmSpec } from '../provisioners/provisioner.ts';
+import type { VmPool } from '../provisioners/pool.ts';
+import type { Vm, VmSpec } from '../provisioners/provisioner.ts';
 import { QemuDirectProvisioner } from '../provisioners/qemu-direct.ts';
 import type { ReplicaProvisionerConfig } from './config.ts';
 
@@ -28,9 +29,13 @@ export function replicaSpec(p: ReplicaProvisionerConfig, container: string, name
   };
 }
 
-/** The configured provisioner. `keepOnExit`: QEMU-direct replicas outlive this process. */
-export function makeProvisioner(p: ReplicaProvisionerConfig, o: { keepOnExit: boolean }): Provisioner {
+/**
+ * The configured provisioner. `keepOnExit`: QEMU-direct replicas outlive this process; `beforeBoot`: a
+ * fresh clone's disk is made, it is about to boot (the controller records the step).
+ */
+export function makeProvisioner(p: ReplicaProvisionerConfig, o: { keepOnExit: boolean; beforeBoot?: (vm: Vm) => Promise<void> }): VmPool {
   if (p.dir) mkdirSync(p.dir, { recursive: true });
-  if (p.kind === 'libvirt') return new LibvirtProvisioner({ template: p.template, uri: p.uri, ...(p.dir ? { dir: p.dir } : {}) });
-  return new QemuDirectProvisioner({ template: p.template, keepOnExit: o.keepOnExit, ...(p.dir ? { dir: p.dir } : {}) });
+  const hook = o.beforeBoot ? { beforeBoot: o.beforeBoot } : {};
+  if (p.kind === 'libvirt') return new LibvirtProvisioner({ template: p.template, uri: p.uri, ...hook, ...(p.dir ? { dir: p.dir } : {}) });
+  return new QemuDirectProvisioner({ template: p.template, keepOnExit: o.keepOnExit, ...hook, ...(p.dir ? { dir: p.dir } : {}) });
 }

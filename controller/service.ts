@@ -12,7 +12,8 @@ import { join } from 'node:path';
 import { GENERATED } from '../common/build-artifact.ts';
 import { BadFieldError, BadInputError, CielError, VmError } from '../common/errors.ts';
 import { abortableSleep } from '../common/sleep.ts';
-import type { Provisioner, Vm, VmSpec } from '../provisioners/provisioner.ts';
+import type { VmPool } from '../provisioners/pool.ts';
+import type { Vm, VmSpec } from '../provisioners/provisioner.ts';
 import type { SampleObserver } from '../vmi/session.ts';
 import { Autoscaler, type AutoscalerOptions, type LoadBalancer, type ReplicaProvisioner, type VmStatsSource } from './autoscaler.ts';
 import type { AutoscaleConfig, AutoscaleVm } from './config.ts';
@@ -26,7 +27,12 @@ import { makeProvisioner, replicaSpec } from './replica-provisioner.ts';
 import type { ControllerEvent } from './types.ts';
 import { vmLevelSource } from './vm-level-source.ts';
 import { autoscaleTarget, MonitorSampler } from './monitor-sampler.ts';
+import type { SessionOptions } from '../vmi/session.ts';
 import { TrackingProvisioner } from './tracking-provisioner.ts';
+import { DurableReplicas } from './durable-replicas.ts';
+import { reconcile } from './reconcile.ts';
+import { replicaName } from './scale-actions.ts';
+import { StateStore } from './state-store.ts';
 
 /** The service could not start: a VM (attach, VM-level stats) or the provisioner. */
 export class StartError extends CielError {
@@ -54,6 +60,8 @@ export interface AutoscaleServiceOptions {
   emit(e: ControllerEvent): void;
   /** status and progress, one line each */
   say(m: string): void;
+  /** for each VM's monitor session: how a build missing for a guest's kernel is made, who is told the kernel used */
+  session?: SessionOptions;
   /** also handed every container sample and sampling failure (e.g. the Prometheus exporter) */
   observers?: readonly SampleObserver[];
 }
@@ -65,7 +73,8 @@ function levelOf(v: AutoscaleVm): string {
 
 /** Fail early on what the config names but the host lacks (bad input, before anything is attached). */
 export function checkHost(cfg: AutoscaleConfig, file: string, real: boolean): void {
-  for (const k of new Set(cfg.vms.map((v) => v.kernel)))
+  // a VM without "kernel" gets its guest's, found (and built if need be) when it is attached
+  for (const k of new Set(cfg.vms.flatMap((v) => (v.kernel !== undefined ? [v.kernel] : []))))
     if (!existsSync(join(GENERATED, k, 'monitor.so')))
       throw new BadInputError(join(GENERATED, k, 'monitor.so'), `no monitor build for kernel ${k}: run \`ciel build --kernel ${k}\` first`);
   if (!real || !cfg.provisioner) return;
@@ -108,11 +117,17 @@ export class AutoscaleService {
   failures = 0;
   /** replica → container, registered with the balancer (scaled_out until scaled_in) */
   private readonly serving = new Map<string, string>();
-  private readonly sampler = new MonitorSampler();
+  private readonly sampler: MonitorSampler;
   private readonly disks = new Map<string, DiskNames>();
   private readonly addrs: ReplicaAddresses | undefined;
   private readonly dryRunProvisioner: DryRunProvisioner | undefined;
-  private real: Provisioner | undefined;
+  private real: VmPool | undefined;
+  /** what this config's controller intends and started (real runs only) */
+  private store: StateStore | undefined;
+  /** the user's balancer itself (this.lb records each step in the store first) */
+  private rawLb: LoadBalancer = NO_BALANCER;
+  private engine: PolicyEngine | undefined;
+  private durable: DurableReplicas | undefined;
   private tracking: TrackingProvisioner | undefined;
   private lb: LoadBalancer = NO_BALANCER;
   private autoscaler: CountedAutoscaler | undefined;
@@ -122,6 +137,7 @@ export class AutoscaleService {
   private readonly stopper = new AbortController();
 
   private constructor(private readonly o: AutoscaleServiceOptions) {
+    this.sampler = new MonitorSampler(o.session);
     const p = o.config.provisioner;
     this.addrs = p?.addresses ? new ReplicaAddresses(p.addresses) : undefined;
     this.dry = o.dryRun || !p;
@@ -142,8 +158,10 @@ export class AutoscaleService {
     try {
       await s.attach();
       s.assemble();
+      await s.recover();
     } catch (e) {
       await s.sampler.close().catch(() => {});
+      s.store?.close();
       throw e;
     }
     return s;
@@ -179,7 +197,7 @@ export class AutoscaleService {
       } catch (e) {
         throw new StartError(v.name, `cannot attach the monitor: ${e instanceof VmError ? e.detail : (e as Error).message}`);
       }
-      say(`${v.name}: attached (kernel ${v.kernel}; VM level: ${levelOf(v)})`);
+      say(`${v.name}: attached (kernel ${this.sampler.session(v.name)?.release ?? v.kernel}; VM level: ${levelOf(v)})`);
     }
     // names of containers that appear later: the disk is re-read when it changed or an id is new
     this.sampler.onSample = (s) => {
@@ -208,40 +226,66 @@ export class AutoscaleService {
         },
       };
     }
+    let durable: DurableReplicas | undefined;
     try {
-      this.real = makeProvisioner(cfg.provisioner!, { keepOnExit: !this.o.destroyOnExit });
+      this.store = StateStore.open(this.o.configFile);
+      this.real = makeProvisioner(cfg.provisioner!, { keepOnExit: !this.o.destroyOnExit, beforeBoot: (vm) => durable!.cloned(vm) });
     } catch (e) {
-      throw new StartError(undefined, `provisioner: ${(e as Error).message}`);
+      throw new StartError(undefined, `${this.store ? 'provisioner' : 'state'}: ${(e as Error).message}`);
     }
     const t = (this.tracking = new TrackingProvisioner(this.real));
-    if (cfg.balancer) this.lb = new HookBalancer(cfg.balancer.hook, (b) => addrs?.address(b.vm) ?? t.address(b.vm));
+    if (cfg.balancer) this.rawLb = new HookBalancer(cfg.balancer.hook, (b) => addrs?.address(b.vm) ?? t.address(b.vm));
     else say('no "balancer" in the config: replicas are started, but no load balancer is told about them');
-    // replicas an earlier run left running keep their names (disks, sockets): this run's get its own
-    const runTag = Date.now().toString(36);
-    return {
-      acquire: async (spec: VmSpec) => {
-        const a = await t.acquire({ ...spec, name: `${spec.name}-${runTag}` });
-        addrs?.taken(spec.name, a.vm.name);
-        return a;
-      },
-      release: (vm, mode) => t.release(vm, mode),
-    };
+    durable = this.durable = new DurableReplicas(this.store, t, this.rawLb, addrs);
+    this.lb = durable.balancer;
+    return durable.provisioner;
+  }
+
+  /** Real runs: make what runs agree with the state (reconcile.ts), then count from what serves. */
+  private async recover(): Promise<void> {
+    const { real, store, tracking, autoscaler, engine } = this;
+    if (!real || !store || !tracking || !autoscaler || !engine) return;
+    const { say, config: cfg } = this.o;
+    say(`state: ${store.file}`);
+    let r: Awaited<ReturnType<typeof reconcile>>;
+    try {
+      r = await reconcile({ store, pool: real, lb: this.rawLb, ...(this.addrs ? { addrs: this.addrs } : {}), maxReplicas: cfg.policy.maxReplicas ?? 10 });
+    } catch (e) {
+      throw new StartError(undefined, `reconciling with the state in ${store.file}: ${(e as Error).message}`);
+    }
+    for (const l of r.done) say(`reconcile: ${l}`);
+    for (const [container, list] of r.serving) {
+      for (const { vm } of list) {
+        autoscaler.actions.adopt(container, vm);
+        tracking.byName.set(vm.name, vm);
+        this.serving.set(vm.name, container);
+      }
+      engine.setReplicas(container, list.length + 1, list[0]!.origin);
+    }
+    for (const vm of real.pooled()) tracking.byName.set(vm.name, vm);
   }
 
   private assemble(): void {
     const { config: cfg } = this.o;
     const provisioner = this.provisioner();
+    const store = this.store;
+    const engine = (this.engine = new PolicyEngine(cfg.policy, Date.now));
     this.autoscaler = new CountedAutoscaler({
       vms: cfg.vms.map((v) => v.name),
-      engine: new PolicyEngine(cfg.policy, Date.now),
+      engine,
+      maxReplicas: cfg.policy.maxReplicas ?? 10,
+      // names are never reused, across restarts too (the state counts), and carry this config's prefix
+      ...(store ? { nameFor: (container: string) => replicaName(container, store.nextSeq(), store.prefix) } : {}),
       vmSource: this.vmSource!,
       sampler: this.sampler,
       provisioner,
       lb: this.lb,
-      specFor: (container, name) =>
-        cfg.provisioner
+      specFor: (container, name, origin) => {
+        const spec: VmSpec = cfg.provisioner
           ? replicaSpec(cfg.provisioner, container, name, this.addrs?.forSpec(name, container, this.real?.pooled() ?? this.dryPool))
-          : { name, container, vcpus: 1, memMiB: 256, kernel: '', initrd: '', cmdline: '', disk: 'overlay' },
+          : { name, container, vcpus: 1, memMiB: 256, kernel: '', initrd: '', cmdline: '', disk: 'overlay' };
+        return this.durable ? this.durable.specMade(spec, origin) : spec;
+      },
       emit: (e) => this.onEvent(e),
       intervalMs: this.o.intervalMs,
       containerBaseline: cfg.containerBaseline,
@@ -286,6 +330,16 @@ export class AutoscaleService {
       if (started.length) say(`dry run: would have started ${started.map((a) => `${a.vm} (${[a.container, this.addrs?.address(a.vm)].filter(Boolean).join(', ')})`).join(', ')}`);
       return;
     }
+    try {
+      await this.leave();
+    } finally {
+      this.store?.close();
+    }
+  }
+
+  /** Real runs: destroy the replicas (destroyOnExit), or say what is left running. */
+  private async leave(): Promise<void> {
+    const { say, destroyOnExit, config: cfg } = this.o;
     const real = this.real;
     const tracking = this.tracking;
     if (!real || !tracking) return;
@@ -295,6 +349,12 @@ export class AutoscaleService {
       for (const [vm, container] of this.serving) await this.lb.removeBackend(container, { vm, container }).catch((e: Error) => say(`balancer: ${e.message}`));
       await real.close().catch((e: Error) => say(`destroying replicas: ${e.message}`));
       if (tracking.byName.size) say(`destroyed ${tracking.byName.size} replica VM(s) (--destroy-on-exit)`);
+      // the state forgets what is gone (a replica that could not be destroyed stays for the next start)
+      const store = this.store;
+      if (store) {
+        const remaining = real.leftovers(store.prefix);
+        for (const r of store.all()) if (!remaining.has(r.name)) store.delete(r.name);
+      }
     } else if (left.length) {
       const files = (v: (typeof left)[number]) => [`disk ${v.disk}`, v.ramFile ? `RAM ${v.ramFile}` : ''].filter(Boolean).join(', ');
       const registered = cfg.balancer && this.serving.size ? `; registered with the balancer: ${[...this.serving.keys()].join(', ')}` : '';

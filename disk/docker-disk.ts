@@ -1,7 +1,8 @@
-// Container names (and images) read from a VM's disk image, without mounting it and without ever
+// Container names (and images, labels, limits) read from a VM's disk image, without mounting it and without ever
 // writing to it — the paper's sec. 4.1 (losetup + kpartx + mount -o ro) without root mounts.
 //
-//   /var/lib/docker/containers/<id>/config.v2.json  ->  { Name: "/nginx", Config: { Image: "nginx:1.25" } }
+//   /var/lib/docker/containers/<id>/config.v2.json  ->  { Name: "/nginx", Config: { Image: "nginx:1.25", Labels } }
+//   /var/lib/docker/containers/<id>/hostconfig.json ->  limits (parsed in docker-config.ts)
 //
 // * ext2/3/4 is read with e2fsprogs' debugfs in catastrophic read-only mode (`-c`: opened
 //   O_RDONLY, no journal replay, bitmaps not read). Partitioned disks: the filesystem offset is
@@ -27,18 +28,11 @@ import { mkdtemp, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BadInputError, ToolError } from '../common/errors.ts';
-import { isContainerName, isImageRef } from '../common/guest-text.ts';
 import type { Sample } from '../vmi/sample.ts';
+import { type DockerContainerInfo, parseDockerConfig, parseHostConfig } from './docker-config.ts';
 import { type FsLocation, findExtFilesystems } from './partitions.ts';
 
-export interface DockerContainerInfo {
-  /** 64-hex container id */
-  id: string;
-  /** Docker's name without the leading '/' */
-  name: string;
-  /** Config.Image, as given to `docker run` (e.g. nginx:1.25); '' when absent */
-  image: string;
-}
+export { type DockerContainerInfo, parseDockerConfig, parseHostConfig };
 
 export type DiskFormat = 'raw' | 'qcow2';
 
@@ -271,25 +265,6 @@ function splitByCommand(stdout: string): Map<string, string> {
   return res;
 }
 
-/** Docker's config.v2.json -> name/image; null when it is not one (or its name is not one Docker allows). */
-export function parseDockerConfig(id: string, text: string): DockerContainerInfo | null {
-  let j: unknown;
-  try {
-    j = JSON.parse(text);
-  } catch {
-    return null;
-  }
-  if (typeof j !== 'object' || j === null) return null;
-  const o = j as { Name?: unknown; ID?: unknown; Config?: { Image?: unknown } };
-  if (typeof o.Name !== 'string') return null;
-  if (typeof o.ID === 'string' && o.ID !== id) return null;
-  const name = o.Name.replace(/^\//, '');
-  // a name Docker could not have written is the guest's doing: no name (the container shows as its id)
-  if (!isContainerName(name)) return null;
-  const raw = o.Config && typeof o.Config === 'object' && typeof o.Config.Image === 'string' ? o.Config.Image : '';
-  return { id, name, image: isImageRef(raw) ? raw : '' };
-}
-
 function containerDirs(root: string): string[] {
   const r = root.replace(/\/+$/, '');
   const dirs = [`${r}/containers`];
@@ -370,22 +345,32 @@ async function readFromFs(
   const out = new Map<string, DockerContainerInfo>();
   if (!ids.length) return out;
 
-  // 2. sizes of the config files (skip absurd ones: the guest is untrusted)
+  // 2. sizes of the config files (skip absurd ones: the guest is untrusted); hostconfig.json (limits) is optional
   const sizes = splitByCommand((await debugfs(raw, fs.offset, ids.map((id) => `ls -p ${dir}/${id}`), timeoutMs)).stdout);
-  const wanted = ids.filter((id) => {
-    const e = parseLs(sizes.get(`ls -p ${dir}/${id}`) ?? '').find((x) => x.name === 'config.v2.json');
+  const readable = (id: string, file: string) => {
+    const e = parseLs(sizes.get(`ls -p ${dir}/${id}`) ?? '').find((x) => x.name === file);
     return e !== undefined && (e.mode & 0o170000) === 0o100000 && e.size <= MAX_CONFIG_BYTES;
-  });
+  };
+  const wanted = ids.filter((id) => readable(id, 'config.v2.json'));
   if (!wanted.length) return out;
+  const withHost = new Set(wanted.filter((id) => readable(id, 'hostconfig.json')));
 
   // 3. dump them into a private temp dir in one run
   const tmp = await mkdtemp(join(tmpdir(), 'ciel-names-'));
   try {
-    await debugfs(raw, fs.offset, wanted.map((id) => `dump ${dir}/${id}/config.v2.json ${tmp}/${id}.json`), timeoutMs);
+    const dumps = wanted.flatMap((id) => [
+      `dump ${dir}/${id}/config.v2.json ${tmp}/${id}.json`,
+      ...(withHost.has(id) ? [`dump ${dir}/${id}/hostconfig.json ${tmp}/${id}.host.json`] : []),
+    ]);
+    await debugfs(raw, fs.offset, dumps, timeoutMs);
     for (const id of wanted) {
       const text = await readFile(join(tmp, `${id}.json`), 'utf8').catch(() => null);
       const info = text === null ? null : parseDockerConfig(id, text);
-      if (info) out.set(id, info);
+      if (!info) continue;
+      const host = withHost.has(id) ? await readFile(join(tmp, `${id}.host.json`), 'utf8').catch(() => null) : null;
+      const limits = host === null ? undefined : parseHostConfig(host);
+      if (limits) info.limits = limits;
+      out.set(id, info);
     }
   } finally {
     await rm(tmp, { recursive: true, force: true });

@@ -48,8 +48,8 @@ function vmSchema(baseDir: string) {
     vmcore: path(baseDir).optional(),
     /** Xen domain id (xen) */
     domid: int(1, 0x7fef, 'a guest domain id, an integer 1..32751').optional(),
-    /** guest kernel release, e.g. 6.1.0-56-amd64 */
-    kernel: matching(RELEASE, 'a kernel release like 6.1.0-56-amd64'),
+    /** guest kernel release, e.g. 6.1.0-56-amd64; absent: read from the guest */
+    kernel: matching(RELEASE, 'a kernel release like 6.1.0-56-amd64').optional(),
     /** guest disk image (raw or qcow2) to read container names from */
     disk: path(baseDir).optional(),
     /** seconds between samples */

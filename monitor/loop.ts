@@ -14,7 +14,7 @@ import { CielError, VmError } from '../common/errors.ts';
 import type { DockerContainerInfo } from '../disk/docker-disk.ts';
 import { DiskNamesWatch } from '../disk/names-watch.ts';
 import type { ContainerSample } from '../vmi/sample.ts';
-import { VmSession, type SessionSample } from '../vmi/session.ts';
+import { VmSession, type SessionOptions, type SessionSample } from '../vmi/session.ts';
 import type { VmTarget } from '../vmi/target.ts';
 
 /** One VM to watch: what to attach, and how this loop samples it. */
@@ -54,6 +54,8 @@ export interface LoopOptions {
   /** a VM that went away (QEMU exited) ends its loop with the error instead of being retried (single-VM
    *  command line: nobody will start that QEMU again under the same socket; a --config daemon retries) */
   endWhenGone?: boolean;
+  /** for every VM's session: where builds are, how a missing one is made, who is told the kernel used */
+  session?: SessionOptions;
 }
 
 export interface VmResult {
@@ -115,7 +117,7 @@ export async function runVm(vm: MonitoredVm, h: LoopHandlers, o: LoopOptions = {
   const once = vm.backend === 'vmcore';
   const consistent = vm.consistent === true && !once;
   const names = vm.disk ? new VmNames(vm.disk, (e) => h.onError(vm.name, e, 'names')) : null;
-  const session = new VmSession(vm);
+  const session = new VmSession(vm, o.session);
   let rounds = 0;
   let backoff = retryMin;
   const more = () => !o.signal?.aborted && (o.count === undefined || rounds < o.count);

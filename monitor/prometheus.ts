@@ -1,13 +1,28 @@
 // Prometheus exposition of Ciel's samples, under cAdvisor's metric names, units and types, so that
 // dashboards and alerts written for cAdvisor/kubelet work unchanged.
 //
-// Counters are set from the guest's cumulative values at scrape time (a collect() callback resets
-// the series and sets the latest cumulative value), exactly as cAdvisor exports them: a guest
+// The container series are written at scrape time from each VM's latest sample, counters as the
+// guest's cumulative values, exactly as cAdvisor exports them: a guest
 // reboot shows up as a counter reset, which PromQL's rate()/increase() already handle.
 //
-// Labels: id = the cgroup path as the guest sees it (what cAdvisor puts in `id`), name = the
-// container name without Docker's leading '/', image = Config.Image when known, vm = Ciel's VM name.
-// container_cpu_usage_seconds_total also carries cAdvisor's cpu="total".
+// Labels (cadvisor-labels.ts): id = the cgroup path as the guest sees it (what cAdvisor puts in `id`),
+// name = the container name without Docker's leading '/', image = Config.Image when known, vm = Ciel's
+// VM name, container_label_<key> for each Docker label; then per metric, as cAdvisor has them:
+// cpu="total" on container_cpu_usage_seconds_total (the monitor sums over CPUs), interface on the
+// network metrics, device on the filesystem ones. interface is "eth0": the monitor reads one device
+// per container network namespace, args.ifname, which the runtime leaves at its default eth0 (the
+// name Docker gives the container's end of its veth). device is "total": the monitor sums io.stat
+// over all of the container's block devices (every blkg), it has no per-device numbers.
+//
+// container_last_seen is the time of the sample that last saw the container (cAdvisor: the scrape
+// time, for containers that exist); it stops advancing when a VM's samples fail, which is what an
+// alert on `time() - container_last_seen` wants to see.
+// container_spec_* come from the container's hostconfig.json (disk/docker-config.ts: Docker's own
+// defaults and conversions), not from the cgroup: the compiled monitor does not read cgroup limit
+// files, and adding them would mean a new monitor ABI built for every kernel line. Docker writes
+// hostconfig.json on create and on `docker update`; a limit written into cgroupfs by hand is not
+// seen. Units are cAdvisor's: cpu period/quota in microseconds, shares on the v1 scale, bytes with
+// 0 = unlimited; container_spec_cpu_quota only when there is a quota, as cAdvisor does.
 //
 // container_memory_working_set_bytes is defined as cAdvisor does: usage - inactive_file (0 when
 // inactive_file > usage). The Sample has no inactive_file yet; when a container sample carries
@@ -21,8 +36,9 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { dockerLabelSet, type LabelSet, seriesLine } from './cadvisor-labels.ts';
 import type { ContainerSample, Sample } from '../vmi/sample.ts';
-import type { ContainerInfo, SampleObserver, SessionSample } from '../vmi/session.ts';
+import type { ContainerInfo, ContainerLimits, SampleObserver, SessionSample } from '../vmi/session.ts';
 import { UsageError } from '../common/errors.ts';
 import { DEFAULT_HOST, DEFAULT_PORT } from './listen-address.ts';
 
@@ -41,9 +57,6 @@ export interface ExporterOptions {
   durationBuckets?: number[];
 }
 
-const CONTAINER_LABELS = ['id', 'name', 'image', 'vm'] as const;
-type ContainerLabels = Record<(typeof CONTAINER_LABELS)[number], string>;
-
 interface VmState {
   sample: Sample;
   info: ReadonlyMap<string, ContainerInfo>;
@@ -56,6 +69,52 @@ export function workingSetBytes(c: ContainerSampleWithInactive): number {
   return inactive < c.memory_usage_bytes ? c.memory_usage_bytes - inactive : 0;
 }
 
+/** What a container series is computed from: its sample, what the disk says about it, the sample's time. */
+interface SeriesSource {
+  c: ContainerSampleWithInactive;
+  info: ContainerInfo | undefined;
+  /** Unix seconds of the sample */
+  seen: number;
+}
+
+interface Family {
+  name: string;
+  help: string;
+  type: 'counter' | 'gauge';
+  /** labels after the container's own (cpu, interface, device) */
+  extra?: LabelSet;
+  /** undefined: no series for this container (unknown, or cAdvisor would not export it) */
+  value: (s: SeriesSource) => number | undefined;
+}
+
+/** The device the monitor's network counters come from (kernel-src ciel_helpers.h: args.ifname "" = eth0). */
+export const NET_INTERFACE = 'eth0';
+/** The monitor's io counters are summed over every block device of the container. */
+export const IO_DEVICE = 'total';
+
+const limit = (k: keyof ContainerLimits) => (s: SeriesSource) => s.info?.limits?.[k];
+
+/** cAdvisor's names, help texts, types and units (google/cadvisor metrics/prometheus.go). */
+const FAMILIES: readonly Family[] = [
+  { name: 'container_last_seen', help: 'Last time a container was seen by the exporter', type: 'gauge', value: (s) => s.seen },
+  { name: 'container_cpu_usage_seconds_total', help: 'Cumulative cpu time consumed in seconds.', type: 'counter', extra: { cpu: 'total' }, value: (s) => s.c.cpu_usage_ns / 1e9 },
+  { name: 'container_memory_usage_bytes', help: 'Current memory usage in bytes, including all memory regardless of when it was accessed', type: 'gauge', value: (s) => s.c.memory_usage_bytes },
+  { name: 'container_memory_working_set_bytes', help: 'Current working set in bytes.', type: 'gauge', value: (s) => workingSetBytes(s.c) },
+  { name: 'container_memory_rss', help: 'Size of RSS in bytes.', type: 'gauge', value: (s) => s.c.memory_rss_bytes },
+  { name: 'container_memory_cache', help: 'Number of bytes of page cache memory.', type: 'gauge', value: (s) => s.c.memory_cache_bytes },
+  { name: 'container_fs_reads_bytes_total', help: 'Cumulative count of bytes read', type: 'counter', extra: { device: IO_DEVICE }, value: (s) => s.c.io_read_bytes },
+  { name: 'container_fs_writes_bytes_total', help: 'Cumulative count of bytes written', type: 'counter', extra: { device: IO_DEVICE }, value: (s) => s.c.io_write_bytes },
+  { name: 'container_network_receive_bytes_total', help: 'Cumulative count of bytes received', type: 'counter', extra: { interface: NET_INTERFACE }, value: (s) => s.c.net_rx_bytes },
+  { name: 'container_network_transmit_bytes_total', help: 'Cumulative count of bytes transmitted', type: 'counter', extra: { interface: NET_INTERFACE }, value: (s) => s.c.net_tx_bytes },
+  { name: 'container_processes', help: 'Number of processes running inside the container.', type: 'gauge', value: (s) => s.c.pids },
+  { name: 'container_spec_cpu_period', help: 'CPU period of the container.', type: 'gauge', value: limit('cpuPeriodUs') },
+  { name: 'container_spec_cpu_quota', help: 'CPU quota of the container.', type: 'gauge', value: (s) => limit('cpuQuotaUs')(s) || undefined },
+  { name: 'container_spec_cpu_shares', help: 'CPU share of the container.', type: 'gauge', value: limit('cpuShares') },
+  { name: 'container_spec_memory_limit_bytes', help: 'Memory limit for the container.', type: 'gauge', value: limit('memoryBytes') },
+  { name: 'container_spec_memory_swap_limit_bytes', help: 'Memory swap limit for the container.', type: 'gauge', value: limit('memorySwapBytes') },
+  { name: 'container_spec_memory_reservation_limit_bytes', help: 'Memory reservation limit for the container.', type: 'gauge', value: limit('memoryReservationBytes') },
+];
+
 export class PrometheusExporter implements SampleObserver {
   readonly registry = new Registry();
   private readonly vms = new Map<string, VmState>();
@@ -65,46 +124,6 @@ export class PrometheusExporter implements SampleObserver {
   private readonly tlbHitRatio: Gauge<'vm'>;
 
   constructor(private readonly opts: ExporterOptions = {}) {
-    const self = this;
-    const perContainer = (
-      kind: 'counter' | 'gauge',
-      name: string,
-      help: string,
-      value: (c: ContainerSampleWithInactive) => number,
-      extra: Record<string, string> = {},
-    ) => {
-      const labelNames = [...CONTAINER_LABELS, ...Object.keys(extra)];
-      const collect = function (this: Counter<string> | Gauge<string>) {
-        this.reset();
-        for (const [labels, c] of self.series()) {
-          const v = value(c);
-          if (!Number.isFinite(v) || v < 0) continue; // garbage from a torn guest read: leave the series out
-          if (this instanceof Counter) this.inc({ ...labels, ...extra }, v);
-          else (this as Gauge<string>).set({ ...labels, ...extra }, v);
-        }
-      };
-      const cfg = { name, help, labelNames, registers: [this.registry], collect };
-      return kind === 'counter' ? new Counter(cfg) : new Gauge(cfg);
-    };
-
-    perContainer('counter', 'container_cpu_usage_seconds_total', 'Cumulative cpu time consumed in seconds.', (c) => c.cpu_usage_ns / 1e9, {
-      cpu: 'total',
-    });
-    perContainer(
-      'gauge',
-      'container_memory_usage_bytes',
-      'Current memory usage in bytes, including all memory regardless of when it was accessed',
-      (c) => c.memory_usage_bytes,
-    );
-    perContainer('gauge', 'container_memory_working_set_bytes', 'Current working set in bytes.', workingSetBytes);
-    perContainer('gauge', 'container_memory_rss', 'Size of RSS in bytes.', (c) => c.memory_rss_bytes);
-    perContainer('gauge', 'container_memory_cache', 'Number of bytes of page cache memory.', (c) => c.memory_cache_bytes);
-    perContainer('counter', 'container_fs_reads_bytes_total', 'Cumulative count of bytes read', (c) => c.io_read_bytes);
-    perContainer('counter', 'container_fs_writes_bytes_total', 'Cumulative count of bytes written', (c) => c.io_write_bytes);
-    perContainer('counter', 'container_network_receive_bytes_total', 'Cumulative count of bytes received', (c) => c.net_rx_bytes);
-    perContainer('counter', 'container_network_transmit_bytes_total', 'Cumulative count of bytes transmitted', (c) => c.net_tx_bytes);
-    perContainer('gauge', 'container_processes', 'Number of processes running inside the container.', (c) => c.pids);
-
     this.sampleDuration = new Histogram({
       name: 'ciel_sample_duration_seconds',
       help: 'Wall time one introspection sample of a VM took, in seconds.',
@@ -167,17 +186,38 @@ export class PrometheusExporter implements SampleObserver {
     this.vms.delete(vm);
   }
 
-  /** The exposition text, as /metrics serves it. */
-  metrics(): Promise<string> {
-    return this.registry.metrics();
+  /** The exposition text, as /metrics serves it: the container families, then Ciel's own. */
+  async metrics(): Promise<string> {
+    return this.containerText() + '\n' + (await this.registry.metrics());
   }
 
-  private *series(): Generator<[ContainerLabels, ContainerSampleWithInactive]> {
+  /** Text of the container families (label names vary with each container's Docker labels, which prom-client's fixed label names cannot carry). */
+  private containerText(): string {
+    const sources = [...this.sources()];
+    const out: string[] = [];
+    for (const f of FAMILIES) {
+      out.push(`# HELP ${f.name} ${f.help}`, `# TYPE ${f.name} ${f.type}`);
+      for (const [labels, s] of sources) {
+        const v = f.value(s);
+        if (v === undefined || !Number.isFinite(v) || v < 0) continue; // unknown, or garbage from a torn guest read: no series
+        out.push(seriesLine(f.name, { ...labels, ...f.extra }, v));
+      }
+    }
+    return out.join('\n') + '\n';
+  }
+
+  private *sources(): Generator<[LabelSet, SeriesSource]> {
     for (const [vm, st] of this.vms) {
+      const t = Date.parse(st.sample.time);
+      const seen = Number.isFinite(t) ? Math.floor(t / 1000) : NaN;
+      // one series per cgroup: a hostile guest can list a cgroup twice, and Prometheus refuses duplicate samples
+      const ids = new Set<string>();
       for (const c of st.sample.containers) {
-        const inf = st.info.get(c.id);
-        const name = (inf?.name ?? c.name ?? '').replace(/^\//, '');
-        yield [{ id: c.cgroup, name, image: inf?.image ?? '', vm }, c];
+        if (ids.has(c.cgroup)) continue;
+        ids.add(c.cgroup);
+        const info = st.info.get(c.id);
+        const name = (info?.name ?? c.name ?? '').replace(/^\//, '');
+        yield [{ id: c.cgroup, name, image: info?.image ?? '', vm, ...dockerLabelSet(info?.labels) }, { c, info, seen }];
       }
     }
   }
@@ -196,7 +236,7 @@ export class PrometheusExporter implements SampleObserver {
         res.writeHead(405, { Allow: 'GET, HEAD' }).end();
         return;
       }
-      this.registry.metrics().then(
+      this.metrics().then(
         (text) => {
           res.writeHead(200, { 'Content-Type': this.registry.contentType });
           res.end(req.method === 'HEAD' ? undefined : text);

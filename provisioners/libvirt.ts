@@ -40,7 +40,8 @@ import { newMac } from './mac.ts';
 import { VmPool, type PoolOptions } from './pool.ts';
 import { checkName, readyLine, type Vm, type VmSpec } from './provisioner.ts';
 import { waitForText } from './serial-log.ts';
-import type { RestoredVm, SavedImage, VmBackend } from './vm-backend.ts';
+import { LibvirtRecovery } from './libvirt-recovery.ts';
+import type { BackendRecovery, RestoredVm, SavedImage, VmBackend } from './vm-backend.ts';
 import type { WarmImage } from './warm-identity.ts';
 
 export interface LibvirtOptions extends PoolOptions {
@@ -100,6 +101,28 @@ export class LibvirtVms implements VmBackend {
 
   vms(): Vm[] {
     return [...this.recs.values()].map((r) => r.vm);
+  }
+
+  get recovery(): BackendRecovery {
+    return new LibvirtRecovery({
+      uri: this.uri,
+      dir: this.dir,
+      virsh: (...a) => this.virsh(...a),
+      take: (vm, state, mac) => this.take(vm, state, mac),
+      known: (name) => this.recs.get(name)?.vm,
+      destroy: (vm) => this.destroy(vm),
+    });
+  }
+
+  /** Track a domain an earlier process defined (found by recovery.adopt), with its process and RAM file. */
+  private take(vm: Vm, state: 'running' | 'paused', mac: string | undefined): void {
+    if (this.recs.has(vm.name)) throw new ProvisionError(vm.name, 'adopt', `domain ${vm.name} is already managed by this provisioner`);
+    vm.state = state;
+    // where define() put them (an earlier process's record may be older than its disk)
+    vm.disk = join(this.dir, `${vm.name}.qcow2`);
+    vm.serialLog = join(this.dir, `${vm.name}.serial.log`);
+    this.refresh(vm);
+    this.recs.set(vm.name, { vm, mac: mac ?? newMac(), ctlPath: join(this.dir, `${vm.name}.ctl`) });
   }
 
   /** A new domain's record and paths (disk, serial log, control socket, MAC, UDP ports). */

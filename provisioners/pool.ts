@@ -11,7 +11,7 @@ import type { VmStats } from '../vmstats/vm-stats.ts';
 import { ProvisionError } from './errors.ts';
 import type { ExecResult, GuestChannel } from './guest-channel.ts';
 import { pickFromPool, type Acquired, type Provisioner, type ReleaseMode, type Vm, type VmSpec } from './provisioner.ts';
-import type { RestoredVm, SavedImage, VmBackend } from './vm-backend.ts';
+import type { BackendRecovery, RestoredVm, SavedImage, VmBackend } from './vm-backend.ts';
 import { fixupScript, type WarmIdentity, type WarmImage } from './warm-identity.ts';
 
 export interface PoolOptions {
@@ -122,6 +122,34 @@ export class VmPool<B extends VmBackend<RestoredVm> = VmBackend> implements Prov
 
   vmStats(vm: Vm | string): Promise<VmStats> {
     return this.backend.vmStats(vm);
+  }
+
+  /** The backend's crash recovery (BackendRecovery); a backend without it is refused by name. */
+  private recovery(): BackendRecovery {
+    const r = this.backend.recovery;
+    if (!r) throw new ProvisionError(undefined, 'recover', `the ${this.kind} provisioner cannot take over VMs an earlier process started`);
+    return r;
+  }
+
+  /** Names starting with `prefix` of VMs left running or on disk by any process (see BackendRecovery). */
+  leftovers(prefix: string): Set<string> {
+    return this.recovery().leftovers(prefix);
+  }
+
+  /** Take over a VM an earlier process started; `pooled`: it waits in the pool (paused). False: not running. */
+  async adopt(vm: Vm, pooled: boolean): Promise<boolean> {
+    if (!(await this.recovery().adopt(vm))) return false;
+    if (pooled) {
+      if (vm.state === 'running') await this.backend.pause(vm);
+      this.pool.push(vm);
+    }
+    return true;
+  }
+
+  /** End a VM by name, tracked or not: process, disk, RAM file, logs, sockets. */
+  async reap(name: string): Promise<void> {
+    this.pool = this.pool.filter((v) => v.name !== name);
+    await this.recovery().reap(name);
   }
 
   async close(): Promise<void> {

@@ -36,7 +36,8 @@ import { newMac } from './mac.ts';
 import { VmPool, type PoolOptions } from './pool.ts';
 import { checkName, readyLine, type Vm, type VmSpec } from './provisioner.ts';
 import { waitForText } from './serial-log.ts';
-import type { RestoredVm, SavedImage, VmBackend } from './vm-backend.ts';
+import { alive, qemuProcess, QemuDirectRecovery } from './qemu-processes.ts';
+import type { BackendRecovery, RestoredVm, SavedImage, VmBackend } from './vm-backend.ts';
 import type { WarmImage } from './warm-identity.ts';
 
 export interface QemuDirectOptions extends PoolOptions {
@@ -81,6 +82,8 @@ interface Rec {
   /** warm start: the next boot restores this saved memory image instead of booting */
   incoming?: string;
   child?: ChildProcess;
+  /** a QEMU an earlier process started, taken over by adopt(): not our child, known by pid */
+  adopted?: number;
   exited?: Promise<void>;
   qmp?: QmpClient;
   /** per-thread CPU clock of the running QEMU (vmStats) */
@@ -110,6 +113,65 @@ export class QemuDirectVms implements VmBackend {
 
   vms(): Vm[] {
     return [...this.recs.values()].map((r) => r.vm);
+  }
+
+  get recovery(): BackendRecovery {
+    return new QemuDirectRecovery(
+      this.dir,
+      () => (this.o.ramDir === undefined ? privateShmDir() : this.o.ramDir && ensurePrivateDir(this.o.ramDir)),
+      (vm, pid, mac) => this.take(vm, pid, mac),
+      (name) => this.recs.get(name)?.vm,
+      (vm) => this.destroy(vm),
+      (pid) => this.killPid(pid),
+    );
+  }
+
+  /** Track a running QEMU an earlier process started (found by recovery.adopt): QMP reconnected, run state read. */
+  private async take(vm: Vm, pid: number, mac: string | undefined): Promise<boolean> {
+    if (this.recs.has(vm.name)) throw new ProvisionError(vm.name, 'adopt', `VM ${vm.name} is already managed by this provisioner`);
+    const r: Rec = { vm, mac: mac ?? newMac(), qmpPath: join(this.dir, `${vm.name}.qmp`), ctlPath: join(this.dir, `${vm.name}.ctl`), adopted: pid, stderr: '' };
+    try {
+      r.qmp = await QmpClient.connect(r.qmpPath, 5000);
+      const st = await r.qmp.queryStatus();
+      vm.state = st.running ? 'running' : 'paused';
+    } catch {
+      // alive but not answering: not a VM we can serve from; the caller reaps it
+      r.qmp?.close();
+      return false;
+    }
+    vm.pid = pid;
+    // where define() put them (an earlier process's record may be older than its disk)
+    vm.disk = join(this.dir, `${vm.name}.qcow2`);
+    vm.serialLog = join(this.dir, `${vm.name}.serial.log`);
+    r.exited = (async () => {
+      while (alive(pid)) await sleep(50);
+    })();
+    this.recs.set(vm.name, r);
+    return true;
+  }
+
+  /** End a QEMU that is not our child: QMP quit when we hold its socket, SIGKILL after 5 s. */
+  private async killAdopted(r: Rec, pid: number): Promise<void> {
+    if (!alive(pid)) return;
+    try {
+      await r.qmp?.execute('quit', undefined, 2000);
+    } catch {
+      /* socket gone: the signal below */
+    }
+    const t0 = performance.now();
+    while (alive(pid) && performance.now() - t0 < 5000) await sleep(50);
+    if (alive(pid)) await this.killPid(pid);
+  }
+
+  /** SIGKILL a QEMU process of our folder (checked again just before) and wait until it is gone. */
+  private async killPid(pid: number): Promise<void> {
+    if (!qemuProcess(pid, this.dir)) return;
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      /* gone meanwhile */
+    }
+    while (alive(pid)) await sleep(20);
   }
 
   async define(spec: VmSpec): Promise<{ vm: Vm; clone_ms: number }> {
@@ -248,6 +310,7 @@ export class QemuDirectVms implements VmBackend {
 
   /** Ask QEMU to quit (QMP), SIGKILL if it does not within 5 s; clean the RAM file and socket. */
   private async kill(r: Rec): Promise<void> {
+    if (r.adopted !== undefined) await this.killAdopted(r, r.adopted);
     const child = r.child;
     if (child && child.exitCode === null && child.signalCode === null) {
       try {
@@ -266,6 +329,7 @@ export class QemuDirectVms implements VmBackend {
     r.channel?.close();
     r.channel = undefined;
     r.child = undefined;
+    r.adopted = undefined;
     r.vm.pid = undefined;
     if (r.vm.ramFile) rmSync(r.vm.ramFile, { force: true });
     rmSync(r.qmpPath, { force: true });
@@ -315,7 +379,7 @@ export class QemuDirectVms implements VmBackend {
     const r = typeof v === 'string' ? this.recs.get(v) : this.rec(v);
     if (!r) throw new ProvisionError(String(v), 'stats', `VM ${String(v)} is not managed by this provisioner`);
     const vm = r.vm;
-    if (vm.pid === undefined || !r.child) throw new ProvisionError(vm.name, 'stats', `VM ${vm.name} is not running`);
+    if (vm.pid === undefined || (!r.child && r.adopted === undefined)) throw new ProvisionError(vm.name, 'stats', `VM ${vm.name} is not running`);
     if (r.proc?.pid !== vm.pid) r.proc = new QemuProcStats(vm.pid);
     const net = this.o.netStats;
     return readQemuVmStats({
@@ -334,7 +398,7 @@ export class QemuDirectVms implements VmBackend {
 
   async channel(vm: Vm, timeoutMs: number): Promise<GuestChannel> {
     const r = this.rec(vm);
-    if (!r.child || vm.state !== 'running') throw new ProvisionError(vm.name, 'channel', `VM ${vm.name} is not running`);
+    if ((!r.child && r.adopted === undefined) || vm.state !== 'running') throw new ProvisionError(vm.name, 'channel', `VM ${vm.name} is not running`);
     return GuestChannel.reuseOrOpen(r, timeoutMs);
   }
 

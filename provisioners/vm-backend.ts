@@ -57,4 +57,19 @@ export interface VmBackend<R extends RestoredVm = RestoredVm> {
   channel(vm: Vm, timeoutMs: number): Promise<GuestChannel>;
   /** VM-level stats (vmstats/) of a VM, or of a VM (domain) known by name. */
   vmStats(vm: Vm | string): Promise<VmStats>;
+  /**
+   * Recovery after the controller's own crash (qemu-processes.ts, libvirt-recovery.ts): VMs of this backend's
+   * folder left by an earlier process, taken over or ended by name.
+   */
+  recovery?: BackendRecovery;
+}
+
+/** What a backend left running or on disk, and how to take it over or end it. */
+export interface BackendRecovery {
+  /** Names of VMs starting with `prefix` that have a process running or files left in the folder. */
+  leftovers(prefix: string): Set<string>;
+  /** Take over a VM an earlier process started (its record as it was kept): false when it is not running. */
+  adopt(vm: Vm): Promise<boolean>;
+  /** End a VM this process does not track: kill its process, remove its disk, RAM file, logs and sockets. */
+  reap(name: string): Promise<void>;
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # System packages Ciel needs (Debian 12). Idempotent: skips apt when everything is present.
 set -euo pipefail
-pkgs=(clang-14 llvm-14 llvm-14-dev libllvm14 qemu-system-x86 qemu-utils busybox-static e2fsprogs ipvsadm xz-utils zstd iproute2 tmux fuse3 libxenforeignmemory1 libxenmisc4.17 libxen-dev libvirt-daemon-system libvirt-clients curl lz4 python3-drgn mmdebstrap)
+pkgs=(clang-14 llvm-14 llvm-14-dev libllvm14 qemu-system-x86 qemu-utils busybox-static e2fsprogs ipvsadm xz-utils zstd iproute2 tmux fuse3 libxenforeignmemory1 libxenmisc4.17 libxen-dev libvirt-daemon-system libvirt-clients curl lz4 python3-drgn mmdebstrap prometheus)
+# prometheus: only its binaries (prometheus, promtool) are used, by test/monitor/prometheus-server.test.ts; no service is needed
 missing=()
 SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
 for p in "${pkgs[@]}"; do

@@ -247,7 +247,7 @@ async function run(cmd: string, args: string[]): Promise<string> {
 
 export function testGuestCmdline(container: string, o: GuestCmdlineOptions = {}): string {
   return (
-    `console=ttyS0 quiet panic=-1 rdinit=/init ciel.container=${container}` +
+    `console=ttyS0 quiet panic=-1 no_timer_check rdinit=/init ciel.container=${container}` +
     (o.ip ? ` ciel.ip=${o.ip}` : '') +
     (o.vip ? ` ciel.vip=${o.vip}` : '') +
     (o.load ? ` ciel.load=${o.load}` : '') +

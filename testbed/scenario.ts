@@ -369,6 +369,13 @@ export class Scenario {
       }
     }
     await this.waitFor(decided, o.timeoutMs ?? 30_000, 'the scale-out decision');
+    // The trend rule may decide on an earlier step, before the ramp's top; the load still goes on to its peak
+    // (the input is the ramp, whatever the controller does), and crossedAt stays at the step it decided on.
+    const peak = steps[steps.length - 1]!.vcpus;
+    if (vcpus !== peak) {
+      await this.setLoad('web', peak);
+      this.log(`load: web → ${peak} vCPU (decided on an earlier step)`);
+    }
     return { crossedAt, vcpus };
   }
 

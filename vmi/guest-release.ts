@@ -24,6 +24,10 @@ export interface GuestRelease {
   source: 'vmcoreinfo' | 'banner';
   /** guest-physical address of the text it came from */
   gpa: bigint;
+  /** VMCOREINFO's NUMBER(phys_base): where the kernel image lies in guest-physical memory (null when not given) */
+  physBase: bigint | null;
+  /** VMCOREINFO's KERNELOFFSET (the KASLR slide; null when not given) */
+  kernelOffset: bigint | null;
   ms: number;
 }
 
@@ -69,10 +73,10 @@ export function readGuestRelease(backend: MemoryBackend, vm: string = backend.ki
   const t0 = performance.now();
   const info = findVmcoreinfo(backend);
   if (info && isReleaseName(info.osrelease)) {
-    return { release: info.osrelease, source: 'vmcoreinfo', gpa: info.phys, ms: performance.now() - t0 };
+    return { release: info.osrelease, source: 'vmcoreinfo', gpa: info.phys, physBase: info.physBase, kernelOffset: info.kernelOffset, ms: performance.now() - t0 };
   }
   const banner = findBanner(backend);
-  if (banner) return { ...banner, source: 'banner', ms: performance.now() - t0 };
+  if (banner) return { ...banner, source: 'banner', physBase: info?.physBase ?? null, kernelOffset: info?.kernelOffset ?? null, ms: performance.now() - t0 };
   throw new GuestReleaseError(
     vm,
     'cannot tell the guest kernel release: no VMCOREINFO and no "Linux version <release> (" banner in its memory ' +

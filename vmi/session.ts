@@ -31,7 +31,10 @@ import { GuestStateError, QemuLiveBackend } from './backends/qemu-live.ts';
 import { RawFileBackend } from './backends/raw-file.ts';
 import { XenBackend } from './backends/xen.ts';
 import { GuestMonitor } from './guest-monitor.ts';
-import { findVmcoreinfo, parseVmcoreinfo } from './kaslr.ts';
+import { parseVmcoreinfo } from './kaslr.ts';
+import { GuestReleaseError } from './guest-release.ts';
+import { checkBuildFitsGuest, KernelMismatchError, NoKernelBuildError, readGuestKernel, sourceText, type GuestKernel } from './kernel-identity.ts';
+import { hasBuild, loadBuild } from '../common/build-artifact.ts';
 import type { Sample } from './sample.ts';
 import { canPause, type BackendKind, type VmTarget } from './target.ts';
 
@@ -44,10 +47,32 @@ export type SessionSample = Sample & {
   guest_accesses?: number;
 };
 
-/** What is known about a container besides the sample (name, image from the guest's disk). */
+/**
+ * A container's resource limits as its runtime applied them to its cgroup, in cgroup units
+ * (cAdvisor's container_spec_*). A field is absent when it is not known (or was garbage).
+ */
+export interface ContainerLimits {
+  /** memory limit in bytes; 0 = unlimited */
+  memoryBytes?: number;
+  /** memory + swap limit in bytes (memsw); 0 = unlimited */
+  memorySwapBytes?: number;
+  /** soft limit (memory.low / soft_limit_in_bytes) in bytes; 0 = none */
+  memoryReservationBytes?: number;
+  /** cpu.shares (cgroup v1 scale, 2..262144; 1024 when not set) */
+  cpuShares?: number;
+  /** CFS period in microseconds */
+  cpuPeriodUs?: number;
+  /** CFS quota in microseconds per period; 0 = none */
+  cpuQuotaUs?: number;
+}
+
+/** What is known about a container besides the sample (from the guest's disk: name, image, labels, limits). */
 export interface ContainerInfo {
   name?: string;
   image?: string;
+  /** the runtime's labels (Docker's Config.Labels), as written: keys and values are guest data */
+  labels?: Readonly<Record<string, string>>;
+  limits?: ContainerLimits;
 }
 
 /** Anyone who wants a session user's samples as they are taken (the Prometheus exporter, a plot). */
@@ -68,9 +93,27 @@ export interface SampleObserver {
  */
 export type Recovery = 'refreshed' | 'kept' | 'reset' | 'gone' | 'detached';
 
+/** The kernel an attach settled on, for the operator (`kernel 6.1.0-56-amd64 (read from the guest)`). */
+export interface KernelChoice {
+  vm: string;
+  release: string;
+  /** true: the target named it (--kernel, "kernel"); false: read from the guest */
+  given: boolean;
+  /** what the guest's memory says (absent when it tells nothing and the release was given) */
+  guest?: GuestKernel;
+}
+
 export interface SessionOptions {
   /** where the monitor builds are (default generated/) */
   outRoot?: string;
+  /**
+   * Called when the guest's kernel (read from its memory, no release given) has no build yet: make
+   * one in outRoot. The runtime never loads the compiler itself; the command line passes a function
+   * that imports it only then. Without it, a missing build is a NoKernelBuildError.
+   */
+  provideBuild?: (release: string, vm: string) => Promise<void>;
+  /** told at every attach which kernel was used and where it came from */
+  onKernel?: (k: KernelChoice) => void;
 }
 
 interface Attached {
@@ -91,15 +134,6 @@ async function openBackend(t: VmTarget): Promise<MemoryBackend> {
     case 'xen':
       return XenBackend.open(t.domid);
   }
-}
-
-/**
- * The kernel release a vmcore was taken from: its VMCOREINFO note (QEMU writes one when the guest
- * registered it through fw_cfg), else the VMCOREINFO text the kernel keeps in its own RAM; or null.
- */
-export function vmcoreRelease(b: ElfCoreBackend): string | null {
-  const fromNote = b.info.vmcoreinfo ? parseVmcoreinfo(b.info.vmcoreinfo)?.osrelease : undefined;
-  return fromNote ?? findVmcoreinfo(b)?.osrelease ?? null;
 }
 
 const asError = (e: unknown) => (e instanceof Error ? e : new Error(String(e)));
@@ -262,16 +296,42 @@ export class VmSession {
       throw naming(this.name, e, 'cannot attach');
     }
     try {
-      let release = t.kernel;
-      if (!release && backend instanceof ElfCoreBackend) release = vmcoreRelease(backend) ?? undefined;
-      if (!release) throw new CielError('which kernel? give --kernel RELEASE (no VMCOREINFO with OSRELEASE in the dump)');
+      const release = await this.chooseKernel(backend);
       const monitor = await GuestMonitor.open({ release, backend, vm: t.name, outRoot: this.opts.outRoot });
       this.state = { backend, monitor, release };
       this.attaches++;
     } catch (e) {
       await backend.close().catch(() => {});
+      // already says plainly what is wrong and names the VM
+      if (e instanceof KernelMismatchError || e instanceof NoKernelBuildError || e instanceof GuestReleaseError) throw e;
       throw naming(this.name, e, 'cannot attach');
     }
+  }
+
+  /**
+   * The release whose build reads this guest: the target's, checked against what the guest's memory
+   * says; or, none given, the guest's own, built on first use (provideBuild). Read at every attach: a
+   * guest may have rebooted into another kernel.
+   */
+  private async chooseKernel(backend: MemoryBackend): Promise<string> {
+    const t = this.target;
+    const note = backend instanceof ElfCoreBackend && backend.info.vmcoreinfo ? parseVmcoreinfo(backend.info.vmcoreinfo)?.osrelease : undefined;
+    let guest: GuestKernel | undefined;
+    try {
+      guest = readGuestKernel(backend, t.name, note);
+    } catch (e) {
+      // with a release given, a guest that tells nothing (not booted far, no VMCOREINFO) is read on trust
+      if (!(e instanceof GuestReleaseError) || !t.kernel) throw e;
+    }
+    const release = t.kernel ?? guest!.release;
+    if (!t.kernel && !hasBuild(release, this.opts.outRoot)) {
+      if (!this.opts.provideBuild)
+        throw new NoKernelBuildError(t.name, release, `no monitor build for kernel ${release} (${sourceText(guest!.source)}): run \`ciel build --kernel ${release}\``);
+      await this.opts.provideBuild(release, t.name);
+    }
+    if (guest) checkBuildFitsGuest(t.name, guest, loadBuild(release, this.opts.outRoot).manifest);
+    this.opts.onKernel?.({ vm: t.name, release, given: t.kernel !== undefined, ...(guest ? { guest } : {}) });
+    return release;
   }
 
   private async read(consistent: boolean): Promise<SessionSample> {

@@ -10,8 +10,11 @@ export type BackendKind = (typeof BACKEND_KINDS)[number];
 interface Common {
   /** unique: the `vm` of samples, metrics and error messages */
   name: string;
-  /** guest kernel release (a build in generated/<release>/) */
-  kernel: string;
+  /**
+   * guest kernel release (a build in generated/<release>/), checked against the guest's own; absent:
+   * read from the guest's memory at each attach
+   */
+  kernel?: string;
 }
 
 /** A live QEMU/KVM guest: RAM shared through memory-backend-file,share=on; registers and pause through QMP. */
@@ -27,11 +30,10 @@ export interface RawVmTarget extends Common {
   memory: string;
 }
 
-/** An ELF dump (dump-guest-memory, virsh dump --memory-only): the kernel release may come from the dump. */
-export interface VmcoreVmTarget extends Omit<Common, 'kernel'> {
+/** An ELF dump (dump-guest-memory, virsh dump --memory-only). */
+export interface VmcoreVmTarget extends Common {
   backend: 'vmcore';
   vmcore: string;
-  kernel?: string;
 }
 
 /** A Xen HVM/PVH domain, read from Dom0. */
@@ -63,20 +65,20 @@ export function vmTarget(f: VmTargetFields): VmTarget {
   const need = (what: string): never => {
     throw new VmError(f.name, `the ${f.backend} backend needs ${what}`);
   };
-  const kernel = () => f.kernel ?? need('the guest kernel release');
+  const kernel = f.kernel !== undefined ? { kernel: f.kernel } : {};
   switch (f.backend) {
     case 'qemu':
       if (!f.qmp || !f.memory) need('a QMP socket and a memory file');
-      return { name: f.name, backend: 'qemu', kernel: kernel(), qmp: f.qmp!, memory: f.memory! };
+      return { name: f.name, backend: 'qemu', ...kernel, qmp: f.qmp!, memory: f.memory! };
     case 'raw':
       if (!f.memory) need('a memory file');
-      return { name: f.name, backend: 'raw', kernel: kernel(), memory: f.memory! };
+      return { name: f.name, backend: 'raw', ...kernel, memory: f.memory! };
     case 'vmcore':
       if (!f.vmcore) need('a dump file');
-      return { name: f.name, backend: 'vmcore', vmcore: f.vmcore!, ...(f.kernel ? { kernel: f.kernel } : {}) };
+      return { name: f.name, backend: 'vmcore', vmcore: f.vmcore!, ...kernel };
     case 'xen':
       if (f.domid === undefined) need('a domain id');
-      return { name: f.name, backend: 'xen', kernel: kernel(), domid: f.domid! };
+      return { name: f.name, backend: 'xen', ...kernel, domid: f.domid! };
     default:
       throw new VmError(f.name, `unknown backend ${JSON.stringify(f.backend)} (known: ${BACKEND_KINDS.join(', ')})`);
   }

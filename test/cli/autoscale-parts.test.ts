@@ -70,6 +70,11 @@ describe('replicas', () => {
     expect(() => a.forSpec('ciel-web-4', 'web', [])).toThrow('no free replica address: all 2 of provisioner.addresses are held by replicas of this run');
   });
 
+  it('ReplicaAddresses: two containers scaling at once (neither VM made yet) get different addresses', () => {
+    const a = new ReplicaAddresses(['10.0.0.20/24', '10.0.0.21/24']);
+    expect([a.forSpec('ciel-web-1', 'web', []), a.forSpec('ciel-batch-2', 'batch', [])]).toEqual(['10.0.0.20/24', '10.0.0.21/24']);
+  });
+
   it('the dry-run provisioner records and starts nothing', async () => {
     const d = new DryRunProvisioner();
     const a = await d.acquire(replicaSpec(p, 'web', 'ciel-web-1'));

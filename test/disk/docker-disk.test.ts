@@ -193,6 +193,34 @@ describe.skipIf(!TOOLS)('container names from a guest disk', () => {
     expect(mounts).not.toMatch(/ciel-disk-/);
   });
 
+  it('reads Docker labels and hostconfig.json limits with the names; an absurd or odd hostconfig costs only the limits', async () => {
+    const root = join(dir, 'spec-root');
+    const ids = ['4', '5', '6', '7'].map((d) => d.repeat(64));
+    const put = (id: string, name: string, host?: string | 'dir') => {
+      const d = join(root, 'var/lib/docker/containers', id);
+      mkdirSync(d, { recursive: true });
+      writeFileSync(join(d, 'config.v2.json'), JSON.stringify({ ID: id, Name: `/${name}`, Config: { Image: 'nginx:1.25', Labels: { 'com.example.tier': name } } }));
+      if (host === 'dir') mkdirSync(join(d, 'hostconfig.json'));
+      else if (host !== undefined) writeFileSync(join(d, 'hostconfig.json'), host);
+    };
+    put(ids[0], 'limited', JSON.stringify({ Memory: 268_435_456, MemorySwap: -1, CpuShares: 512, NanoCpus: 500_000_000 }));
+    put(ids[1], 'huge', JSON.stringify({ Memory: 1, pad: 'x'.repeat(1 << 20) })); // over 1 MiB: not read
+    put(ids[2], 'dirhost', 'dir');
+    put(ids[3], 'nohost');
+    const f = img('spec.img');
+    mkfs(f, root, 16);
+    const got = await readDockerNames(f);
+    expect(got.get(ids[0])).toEqual({
+      id: ids[0],
+      name: 'limited',
+      image: 'nginx:1.25',
+      labels: { 'com.example.tier': 'limited' },
+      limits: { memoryBytes: 268_435_456, memorySwapBytes: 0, memoryReservationBytes: 0, cpuShares: 512, cpuPeriodUs: 100_000, cpuQuotaUs: 50_000 },
+    });
+    for (const [i, name] of [[1, 'huge'], [2, 'dirhost'], [3, 'nohost']] as const)
+      expect(got.get(ids[i])).toEqual({ id: ids[i], name, image: 'nginx:1.25', labels: { 'com.example.tier': name } });
+  });
+
   it('reads qcow2 by converting to a temp raw file when FUSE is not wanted', async () => {
     expect(await readDockerNames(img('mbr.qcow2'), { qcow2Method: 'convert' })).toEqual(EXPECTED);
   });

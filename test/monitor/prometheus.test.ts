@@ -193,6 +193,92 @@ describe('PrometheusExporter', () => {
     expect(p.get('ciel_sample_duration_seconds_count', { vm: 'web' })[0].value).toBe(1);
   });
 
+  it('writes the cAdvisor label sets, container_last_seen and container_spec_* as exact exposition lines', async () => {
+    exporter = new PrometheusExporter();
+    const limits = { memoryBytes: 268_435_456, memorySwapBytes: 536_870_912, memoryReservationBytes: 0, cpuShares: 512, cpuPeriodUs: 100_000, cpuQuotaUs: 50_000 };
+    exporter.observe(
+      {
+        time: '2026-12-05T03:00:00.750Z',
+        kernel: '6.1.0-56-amd64',
+        sample_us: 100,
+        vm: 'vm1',
+        containers: [
+          c(ID_A, { cgroup: `/docker/${ID_A}`, cpu_usage_ns: 1_500_000_000, io_read_bytes: 4096, net_rx_bytes: 10, net_tx_bytes: 20 }),
+          c(ID_B, { cgroup: `/docker/${ID_B}`, cpu_usage_ns: 7 }),
+        ],
+      },
+      new Map([
+        [ID_A, { name: 'web', image: 'nginx:1.25', labels: { 'com.example.team': 'a"b\\c\nd\u001b[2J', tier: 'front' }, limits }],
+        // no limits known (no hostconfig.json), no quota: no container_spec_* series at all
+        [ID_B, { name: 'db', image: '' }],
+      ]),
+    );
+    const text = await exporter.metrics();
+    const lines = (name: string) => text.split('\n').filter((l) => l.startsWith(`${name}{`) || l.startsWith(`${name} `));
+    const a = `id="/docker/${ID_A}",name="web",image="nginx:1.25",vm="vm1",container_label_com_example_team="a\\"b\\\\c\\nd?[2J",container_label_tier="front"`;
+    const b = `id="/docker/${ID_B}",name="db",image="",vm="vm1"`;
+    expect(lines('container_last_seen')).toEqual([`container_last_seen{${a}} 1796439600`, `container_last_seen{${b}} 1796439600`]);
+    expect(lines('container_cpu_usage_seconds_total')).toEqual([`container_cpu_usage_seconds_total{${a},cpu="total"} 1.5`, `container_cpu_usage_seconds_total{${b},cpu="total"} 7e-9`]);
+    expect(lines('container_fs_reads_bytes_total')[0]).toBe(`container_fs_reads_bytes_total{${a},device="total"} 4096`);
+    expect(lines('container_network_receive_bytes_total')[0]).toBe(`container_network_receive_bytes_total{${a},interface="eth0"} 10`);
+    expect(lines('container_network_transmit_bytes_total')[1]).toBe(`container_network_transmit_bytes_total{${b},interface="eth0"} 0`);
+    expect(lines('container_spec_cpu_period')).toEqual([`container_spec_cpu_period{${a}} 100000`]);
+    expect(lines('container_spec_cpu_quota')).toEqual([`container_spec_cpu_quota{${a}} 50000`]);
+    expect(lines('container_spec_cpu_shares')).toEqual([`container_spec_cpu_shares{${a}} 512`]);
+    expect(lines('container_spec_memory_limit_bytes')).toEqual([`container_spec_memory_limit_bytes{${a}} 268435456`]);
+    expect(lines('container_spec_memory_swap_limit_bytes')).toEqual([`container_spec_memory_swap_limit_bytes{${a}} 536870912`]);
+    expect(lines('container_spec_memory_reservation_limit_bytes')).toEqual([`container_spec_memory_reservation_limit_bytes{${a}} 0`]);
+    expect(text).toContain('# HELP container_spec_memory_limit_bytes Memory limit for the container.\n# TYPE container_spec_memory_limit_bytes gauge\n');
+    expect(text).toContain('# TYPE container_last_seen gauge\n');
+    // the strict parser reads every line back, labels unescaped to the cleaned guest value
+    const p = parseExposition(text);
+    expect(p.get('container_memory_usage_bytes', { name: 'web' })[0].labels.container_label_com_example_team).toBe('a"b\\c\nd?[2J');
+
+    // no quota: cAdvisor exports no container_spec_cpu_quota; unlimited memory is 0
+    exporter.observe(
+      { time: '2026-12-05T03:00:05Z', kernel: '6.1.0-56-amd64', sample_us: 100, vm: 'vm1', containers: [c(ID_A, { cgroup: `/docker/${ID_A}` })] },
+      new Map([[ID_A, { name: 'web', image: 'nginx:1.25', limits: { ...limits, cpuQuotaUs: 0, memoryBytes: 0 } }]]),
+    );
+    const t2 = await exporter.metrics();
+    expect(t2).not.toMatch(/^container_spec_cpu_quota\{/m);
+    expect(t2).toContain(`container_spec_memory_limit_bytes{id="/docker/${ID_A}",name="web",image="nginx:1.25",vm="vm1"} 0\n`);
+    expect(t2).toContain(`container_last_seen{id="/docker/${ID_A}",name="web",image="nginx:1.25",vm="vm1"} 1796439605\n`);
+  });
+
+  it('keeps hostile Docker labels harmless: one valid series per container whatever the keys and values', async () => {
+    exporter = new PrometheusExporter();
+    const hostile: Record<string, string> = {
+      'a.b': 'x',
+      'a-b': 'y',
+      '__name__': 'evil',
+      'le': '"}\nfake_metric 1\n#',
+      'x\u0000y': '\udc00',
+      ['k'.repeat(256)]: 'v'.repeat(4096),
+      'sp ace': '\u202e\u001b]0;title\u0007',
+    };
+    exporter.observe({ time: '2026-12-05T03:00:00Z', kernel: 'k', sample_us: 1, vm: 'vm1', containers: [c(ID_A, { cpu_usage_ns: 1e9 })] }, new Map([[ID_A, { name: 'web', labels: hostile }]]));
+    const text = await exporter.metrics();
+    expect(text).not.toMatch(/^fake_metric/m);
+    const p = parseExposition(text);
+    const s = p.get('container_cpu_usage_seconds_total', {});
+    expect(s).toHaveLength(1);
+    expect(s[0].value).toBe(1);
+    expect(Object.keys(s[0].labels).sort()).toEqual(
+      ['id', 'name', 'image', 'vm', 'cpu', 'container_label_a_b', 'container_label___name__', 'container_label_le', 'container_label_x_y', `container_label_${'k'.repeat(256)}`, 'container_label_sp_ace'].sort(),
+    );
+    expect(s[0].labels.container_label_a_b).toBe('y');
+    expect(s[0].labels.container_label_le).toBe('"}\nfake_metric 1\n#');
+    expect(s[0].labels.container_label_x_y).toBe('\ufffd');
+    expect([...s[0].labels[`container_label_${'k'.repeat(256)}`]]).toHaveLength(1024);
+    expect(s[0].labels.container_label_sp_ace).toBe('??]0;title?');
+    expect(Buffer.from(text, 'utf8').toString('utf8')).toBe(text);
+
+    // the same cgroup listed twice by the guest: one series (the first), never a duplicate sample
+    exporter.observe({ time: '2026-12-05T03:00:01Z', kernel: 'k', sample_us: 1, vm: 'vm1', containers: [c(ID_A, { cpu_usage_ns: 2e9 }), c(ID_A, { cpu_usage_ns: 9e9 })] });
+    const twice = parseExposition(await exporter.metrics()).get('container_cpu_usage_seconds_total', {});
+    expect(twice.map((x) => x.value)).toEqual([2]);
+  });
+
   it('answers 404 off /metrics and 405 to POST', async () => {
     exporter = new PrometheusExporter({ port: 0 });
     const { port } = await exporter.listen();

@@ -181,6 +181,33 @@ describe.skipIf(!haveLibvirt)('libvirt provisioner end-to-end', () => {
     await expect(prov.domstate(c.vm.name)).rejects.toThrow();
   });
 
+  it("after the controller's crash, a new provisioner adopts a running domain (same QEMU) and reaps an orphan", { timeout: 240_000 }, async () => {
+    // what an earlier process left: a running replica and a paused one, then "crashed" (never closed)
+    const earlier = new LibvirtProvisioner({ template: TEMPLATE, dir, uri: daemon.uri });
+    const run = await earlier.acquire(spec('ciel-lv-x-web-1', 'web'));
+    const orphan = await earlier.acquire(spec('ciel-lv-x-db-2', 'db'));
+    await earlier.release(orphan.vm, 'pause');
+    const pid = run.vm.pid;
+    expect(pid).toBeGreaterThan(0);
+
+    const later = new LibvirtProvisioner({ template: TEMPLATE, dir, uri: daemon.uri });
+    expect([...later.leftovers('ciel-lv-x-')].sort()).toEqual(['ciel-lv-x-db-2', 'ciel-lv-x-web-1']);
+    // the record as the state kept it (paths and process come from libvirt, not from the record)
+    const rec = { name: 'ciel-lv-x-web-1', spec: run.vm.spec, state: 'running' as const, disk: '', serialLog: '' };
+    expect(await later.adopt(rec, false)).toBe(true);
+    expect(rec).toMatchObject({ state: 'running', pid, disk: run.vm.disk, ramFile: run.vm.ramFile });
+    expect(await later.exec(rec, 'echo adopted')).toMatchObject({ out: 'adopted\n' });
+    // a domain that is not there is not adopted
+    expect(await later.adopt({ ...rec, name: 'ciel-lv-x-none-9' }, false)).toBe(false);
+    // the orphan: domain, disk, log and XML gone
+    await later.reap('ciel-lv-x-db-2');
+    await expect(later.domstate('ciel-lv-x-db-2')).rejects.toThrow();
+    expect([...later.leftovers('ciel-lv-x-')]).toEqual(['ciel-lv-x-web-1']);
+    expect(existsSync(orphan.vm.disk)).toBe(false);
+    await later.close();
+    expect([...later.leftovers('ciel-lv-x-')]).toEqual([]);
+  });
+
   it('cleans up: no domains left, stops exactly the daemons it started', { timeout: 60_000 }, async () => {
     await prov.close();
     await prov.virsh('undefine', TEMPLATE);

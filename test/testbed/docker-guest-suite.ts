@@ -212,7 +212,7 @@ export function dockerGuestSuite(cgroup: 'v2' | 'v1'): void {
       }
     }, 600_000);
 
-    it('agrees with docker stats inside the guest within 1 % (memory without inactive file, network bytes, pids)', async () => {
+    it('agrees with docker stats inside the guest within 1 % (memory without inactive file: or one charge batch per vCPU; network bytes, pids)', async () => {
       const { backend, monitor } = await VmSession.open({ name: 'docker', backend: 'qemu', qmp: clone.guest.qmpSocket, memory: clone.guest.memFile, kernel: RELEASE }).then((s) => ({ backend: s.backend as QemuLiveBackend, monitor: s.monitor }));
       try {
         const before = monitor.sample();
@@ -220,9 +220,13 @@ export function dockerGuestSuite(cgroup: 'v2' | 'v1'): void {
         const after = monitor.sample();
         process.stderr.write(`[docker ${cgroup}] docker stats --no-stream took ${(stats.ms / 1000).toFixed(1)} s in the guest\n`);
         expect(stats.rows.map((r) => r.name).sort()).toEqual(['batch', 'db', 'web']);
-        const within = (what: string, docker: number, x: number, y: number) => {
-          const lo = Math.min(x, y) * 0.99;
-          const hi = Math.max(x, y) * 1.01;
+        // The memory counter moves in whole charge batches: a charge takes MEMCG_CHARGE_BATCH (64) pages
+        // from the page counter into a per-CPU stock and a drain gives the rest back, so between our two
+        // readings and docker's it can be up to 64 pages per vCPU apart (CI saw exactly 64 pages on db, v1).
+        const BATCH_SLACK = 64 * 4096 * SMP;
+        const within = (what: string, docker: number, x: number, y: number, slack = 0) => {
+          const lo = Math.min(Math.min(x, y) * 0.99, Math.min(x, y) - slack);
+          const hi = Math.max(Math.max(x, y) * 1.01, Math.max(x, y) + slack);
           expect(docker, `${what}: docker ${docker}, Ciel ${x} .. ${y}`).toBeGreaterThanOrEqual(lo - 1);
           expect(docker, `${what}: docker ${docker}, Ciel ${x} .. ${y}`).toBeLessThanOrEqual(hi + 1);
         };
@@ -232,7 +236,7 @@ export function dockerGuestSuite(cgroup: 'v2' | 'v1'): void {
           const a = after.containers.find((c) => c.id === r.id)!;
           expect(b && a, r.name).toBeTruthy();
           const ws = (c: ContainerSample) => c.memory_usage_bytes - (c.memory_inactive_file_bytes ?? 0);
-          within(`${r.name} memory`, r.memBytes, ws(b), ws(a));
+          within(`${r.name} memory`, r.memBytes, ws(b), ws(a), BATCH_SLACK);
           within(`${r.name} net rx`, r.netRxBytes, b.net_rx_bytes, a.net_rx_bytes);
           within(`${r.name} net tx`, r.netTxBytes, b.net_tx_bytes, a.net_tx_bytes);
           expect(r.pids, `${r.name} pids`).toBeGreaterThanOrEqual(Math.min(b.pids, a.pids));

@@ -22,7 +22,8 @@ describe('vmTarget()', () => {
     expect(vmTarget({ name: 'web', backend: 'qemu', kernel: RELEASE, qmp: '/q', memory: '/m' })).toEqual({ name: 'web', backend: 'qemu', kernel: RELEASE, qmp: '/q', memory: '/m' });
     expect(vmTarget({ name: 'core', backend: 'vmcore', vmcore: '/c' })).toEqual({ name: 'core', backend: 'vmcore', vmcore: '/c' });
     expect(() => vmTarget({ name: 'web', backend: 'qemu', kernel: RELEASE, memory: '/m' })).toThrow(/^web: the qemu backend needs a QMP socket and a memory file$/);
-    expect(() => vmTarget({ name: 'r', backend: 'raw', memory: '/m' })).toThrow(/^r: the raw backend needs the guest kernel release$/);
+    // no kernel release: read from the guest at attach (it used to be required: issue 12 item 4)
+    expect(vmTarget({ name: 'r', backend: 'raw', memory: '/m' })).toEqual({ name: 'r', backend: 'raw', memory: '/m' });
     expect(() => vmTarget({ name: 'd', backend: 'xen', kernel: RELEASE })).toThrow(/^d: the xen backend needs a domain id$/);
     expect(() => vmTarget({ name: 'x', backend: 'kvm' as never })).toThrow(VmError);
   });

@@ -93,7 +93,7 @@ export async function bootDockerGuest(o: DockerBootOptions): Promise<DockerGuest
     fwd.push(`hostfwd=tcp:127.0.0.1:${ports[s.name]}-${guestIp}:${s.port}`);
   }
   const append = [
-    'root=/dev/vda', 'rw', 'console=ttyS0', 'net.ifnames=0', 'panic=-1', 'loglevel=4',
+    'root=/dev/vda', 'rw', 'console=ttyS0', 'net.ifnames=0', 'panic=-1', 'no_timer_check', 'loglevel=4',
     ...(cgroup === 'v1' ? ['systemd.unified_cgroup_hierarchy=0'] : []),
   ].join(' ');
   const args = [

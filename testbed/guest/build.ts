@@ -101,22 +101,38 @@ export const DOCKER_DISK_INFO: Readonly<Record<Role, { name: string; image: stri
   idle: { name: 'sidecar', image: 'busybox:1.36' },
 };
 
+/** Docker's Config.Labels of each standard container (what a compose project would set). */
+export function dockerDiskLabels(role: Role): Record<string, string> {
+  return { 'com.docker.compose.project': 'ciel-test', 'com.docker.compose.service': DOCKER_DISK_INFO[role].name };
+}
+
+/**
+ * The limit fields of each standard container's hostconfig.json, as Docker writes them (0 = not set),
+ * matching what the guest's init applies to the cgroup: burner runs under a CFS quota of 50000 us per
+ * 100000 us (init.sh, LOAD.burnerCpuFraction), the others unlimited.
+ */
+export function dockerDiskHostConfig(role: Role): Record<string, number> {
+  const cpu = role === 'burner' ? { CpuPeriod: 100_000, CpuQuota: 50_000 } : { CpuPeriod: 0, CpuQuota: 0 };
+  return { Memory: 0, MemoryReservation: 0, MemorySwap: 0, CpuShares: 0, NanoCpus: 0, ...cpu };
+}
+
 /**
  * An ext4 image (made on the host with mkfs.ext4 -d, nothing mounted) holding
- * /var/lib/docker/containers/<id>/config.v2.json for the standard containers, plus one stopped
- * container that runs nowhere. The guest gets it as a read-only virtio disk; Ciel reads it from the host.
+ * /var/lib/docker/containers/<id>/config.v2.json and hostconfig.json for the standard containers, plus
+ * one stopped container that runs nowhere. The guest gets it as a read-only virtio disk; Ciel reads it from the host.
  */
 export function makeDockerDisk(out: string, sizeMiB = 16): void {
   const root = mkdtempSync(join(tmpdir(), 'ciel-docker-root-'));
   try {
-    const write = (id: string, name: string, image: string, running: boolean) => {
+    const write = (id: string, name: string, image: string, running: boolean, labels: Record<string, string> = {}, host: object = {}) => {
       const d = join(root, 'var/lib/docker/containers', id);
       mkdirSync(d, { recursive: true });
-      const cfg = { ID: id, Name: `/${name}`, Created: '2026-11-22T08:00:00Z', Config: { Image: image, Hostname: id.slice(0, 12) }, State: { Running: running } };
+      const cfg = { ID: id, Name: `/${name}`, Created: '2026-11-22T08:00:00Z', Config: { Image: image, Hostname: id.slice(0, 12), Labels: labels }, State: { Running: running } };
       writeFileSync(join(d, 'config.v2.json'), JSON.stringify(cfg));
-      writeFileSync(join(d, 'hostconfig.json'), '{}');
+      writeFileSync(join(d, 'hostconfig.json'), JSON.stringify(host));
     };
-    for (const c of GUEST_CONTAINERS) write(c.id, DOCKER_DISK_INFO[c.name].name, DOCKER_DISK_INFO[c.name].image, true);
+    for (const c of GUEST_CONTAINERS)
+      write(c.id, DOCKER_DISK_INFO[c.name].name, DOCKER_DISK_INFO[c.name].image, true, dockerDiskLabels(c.name), dockerDiskHostConfig(c.name));
     write('5'.repeat(64), 'stopped-job', 'alpine:3.19', false);
     run('mkfs.ext4', ['-q', '-F', '-d', root, '-L', 'docker', out, `${sizeMiB}M`]);
   } finally {

@@ -163,7 +163,7 @@ export class IpvsVmBalancer implements LoadBalancer {
       memMiB: this.o.memMiB ?? 160,
       kernel: this.img.kernel,
       initrd: this.img.initrd,
-      cmdline: `console=ttyS0 quiet panic=-1 rdinit=/init ciel.ip=${this.o.cidr} ciel.vip=${this.o.vip}`,
+      cmdline: `console=ttyS0 quiet panic=-1 no_timer_check rdinit=/init ciel.ip=${this.o.cidr} ciel.vip=${this.o.vip}`,
       disk: 'overlay',
       ready: 'CIEL-LB-READY',
     });

@@ -1,11 +1,13 @@
 // Memory backend: an ELF core of guest physical memory, as QEMU's dump-guest-memory, `virsh dump
 // --memory-only` and kdump write it. PT_LOAD program headers map physical ranges (p_paddr) to file
-// offsets; the "QEMU" notes carry each vCPU's QEMUCPUState, from which CR3/CR4 come.
+// offsets; the "QEMU" notes carry each vCPU's QEMUCPUState, from which CR3/CR4 come (the kernel's own
+// root preferred, as for a live QEMU: vmi/kernel-root.ts).
 // Every header field is checked against the file size: a corrupt dump gives BadInputError, never a crash.
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { BadInputError } from '../../common/errors.ts';
 import type { GuestRegisters, MemoryBackend, PhysRange } from './backend.ts';
 import { mapFileReadOnly, type FileMapping } from './mmap.ts';
+import { kernelRoot } from '../kernel-root.ts';
 
 const PT_LOAD = 1;
 const PT_NOTE = 4;
@@ -128,10 +130,15 @@ export class ElfCoreBackend implements MemoryBackend {
     return this.info.loads.reduce((s, l) => s + l.length, 0n);
   }
 
+  /**
+   * The page-table root to walk kernel addresses with: the kernel's own init_top_pgt (VMCOREINFO in
+   * the dump's RAM), else the vCPU whose CR3 maps the most of the kernel half -- not the first vCPU's,
+   * which may be a user process's table without the kernel half, or freed (vmi/kernel-root.ts).
+   */
   async registers(): Promise<GuestRegisters> {
-    const cpu = this.info.cpus.find((c) => c.cr3 !== 0n);
-    if (!cpu) throw new BadInputError(this.path, 'the dump has no QEMU CPU-state note with a CR3 (not written by QEMU?)');
-    return cpu;
+    if (!this.info.cpus.some((c) => c.cr3 !== 0n)) throw new BadInputError(this.path, 'the dump has no QEMU CPU-state note with a CR3 (not written by QEMU?)');
+    const v = kernelRoot(this, this.info.cpus);
+    return { cr3: v.cr3, cr4: v.cr4 };
   }
 
   async pause(): Promise<boolean> {

@@ -19,6 +19,7 @@
 import { existsSync } from 'node:fs';
 import { ToolError } from '../../common/errors.ts';
 import type { GuestRegisters, MemoryBackend, PhysRange } from './backend.ts';
+import { kernelRoot } from '../kernel-root.ts';
 
 /** Struct layouts and constants of Xen 4.17's public headers (checked against them by test/xen). */
 export const XEN_ABI = {
@@ -180,7 +181,7 @@ export interface XenOpenOptions {
   libs?: XenLibs;
   /** frames per xenforeignmemory_map2 call; default 4096 (16 MiB) */
   batchFrames?: number;
-  /** vCPU whose registers are read; default 0 */
+  /** the one vCPU whose CR3 is walked; default: the kernel's own root (init_top_pgt via VMCOREINFO), else the vCPU mapping the most of the kernel half (vmi/kernel-root.ts) */
   vcpu?: number;
 }
 
@@ -226,7 +227,7 @@ export class XenBackend implements MemoryBackend {
     private readonly reservedBytes: bigint,
     private readonly mapped: { first: number; count: number }[],
     private readonly physRanges: PhysRange[],
-    private readonly vcpu: number,
+    private readonly vcpu: number | undefined,
     readonly info: DomainInfo,
   ) {}
 
@@ -241,7 +242,7 @@ export class XenBackend implements MemoryBackend {
       );
     const libs = opts.libs ?? (await loadXenLibs());
     const batch = opts.batchFrames ?? 4096;
-    const vcpu = opts.vcpu ?? 0;
+    const vcpu = opts.vcpu;
 
     const xch = libs.xcOpen();
     if (xch === null || xch === 0n) throw new ToolError('xen', `xc_interface_open failed: ${strerror(libs.errno())} (run as root in Dom0)`);
@@ -256,7 +257,7 @@ export class XenBackend implements MemoryBackend {
       if (n < 1 || info.domid !== domid) throw new ToolError('xen', `no domain ${domid} (xl list shows the running domains)`);
       if (info.dying) throw new ToolError('xen', `domain ${domid} is dying`);
       if (!info.hvm) throw new ToolError('xen', `domain ${domid} is a PV guest: only HVM and PVH guests are supported (a PV CR3 holds machine frames)`);
-      if (vcpu > info.maxVcpuId) throw new ToolError('xen', `domain ${domid} has no vCPU ${vcpu} (max ${info.maxVcpuId})`);
+      if (vcpu !== undefined && vcpu > info.maxVcpuId) throw new ToolError('xen', `domain ${domid} has no vCPU ${vcpu} (max ${info.maxVcpuId})`);
 
       const g = new BigUint64Array(1);
       if (libs.maximumGpfn(xch, domid, g) < 0) throw new ToolError('xen', `xc_domain_maximum_gpfn(${domid}) failed: ${strerror(libs.errno())}`);
@@ -314,10 +315,27 @@ export class XenBackend implements MemoryBackend {
 
   async registers(): Promise<GuestRegisters> {
     this.check();
+    if (this.vcpu !== undefined) return this.vcpuRegisters(this.vcpu);
+    // every vCPU the domain has (an offline one has no context: skipped), then the kernel's root
+    const all: GuestRegisters[] = [];
+    let first: unknown;
+    for (let v = 0; v <= this.info.maxVcpuId; v++) {
+      try {
+        all.push(this.vcpuRegisters(v));
+      } catch (e) {
+        first ??= e;
+      }
+    }
+    if (all.length === 0) throw first;
+    const r = kernelRoot(this, all);
+    return { cr3: r.cr3, cr4: r.cr4 };
+  }
+
+  private vcpuRegisters(vcpu: number): GuestRegisters {
     const L = XEN_ABI.hvmHwCpu;
     const buf = Buffer.alloc(L.size);
-    const rc = this.libs.hvmGetContextPartial(this.xch, this.domid, XEN_ABI.HVM_SAVE_CODE_CPU, this.vcpu, buf);
-    if (rc < 0) throw new ToolError('xen', `xc_domain_hvm_getcontext_partial(dom ${this.domid}, CPU, vcpu ${this.vcpu}) failed: ${strerror(this.libs.errno())}`);
+    const rc = this.libs.hvmGetContextPartial(this.xch, this.domid, XEN_ABI.HVM_SAVE_CODE_CPU, vcpu, buf);
+    if (rc < 0) throw new ToolError('xen', `xc_domain_hvm_getcontext_partial(dom ${this.domid}, CPU, vcpu ${vcpu}) failed: ${strerror(this.libs.errno())}`);
     return { cr3: maskCr3(buf.readBigUInt64LE(L.cr3)), cr4: buf.readBigUInt64LE(L.cr4) };
   }
 

@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ToolError } from '../../../common/errors.ts';
+import { mapFileReadOnly } from '../../../vmi/backends/mmap.ts';
 import {
   XEN_ABI,
   XEN_LIBRARIES,
@@ -117,11 +118,29 @@ describe('without a hypervisor', () => {
 });
 
 /** A fake of the C side: frames are present unless in `holes`; records every call. */
-function fake(opts: { frames: number; holes?: Set<number>; hvm?: boolean; failBatchAt?: number; domid?: number; cr3?: bigint; cr4?: bigint }) {
+function fake(opts: {
+  frames: number;
+  holes?: Set<number>;
+  hvm?: boolean;
+  failBatchAt?: number;
+  domid?: number;
+  cr3?: bigint;
+  cr4?: bigint;
+  /** per-vCPU CR3 (vCPUs 0..n-1; max_vcpu_id n-1); a null entry is an offline vCPU (no context) */
+  vcpuCr3?: (bigint | null)[];
+  /** guest RAM bytes at gpa 0 (else zeros) */
+  ram?: Buffer;
+}) {
   const calls: string[] = [];
   const maps: { addr: bigint; pfns: number[]; flags: number; prot: number }[] = [];
   let paused = 0;
-  const base = 0x7f00_0000_0000n;
+  // the reservation is real memory (a mapped file holding `ram`): registers() reads the guest's page
+  // tables and VMCOREINFO through it, as through Xen's foreign mappings
+  const ramFile = join(tmpDir(), 'ram');
+  const ram = Buffer.alloc(opts.frames * 4096);
+  opts.ram?.copy(ram);
+  writeFileSync(ramFile, ram);
+  const base = mapFileReadOnly(ramFile).host;
   const libs: XenLibs = {
     fmemOpen: () => 0x1000n,
     fmemClose: () => (calls.push('fmemClose'), 0),
@@ -143,13 +162,15 @@ function fake(opts: { frames: number; holes?: Set<number>; hvm?: boolean; failBa
       buf.writeUInt16LE(d, XEN_ABI.domainInfo.domain);
       buf.writeUInt32LE(opts.hvm === false ? 0 : XEN_ABI.XEN_DOMINF_hvm_guest, XEN_ABI.domainInfo.flags);
       buf.writeBigUInt64LE(BigInt(opts.frames), XEN_ABI.domainInfo.totPages);
-      buf.writeUInt32LE(1, XEN_ABI.domainInfo.maxVcpuId);
+      buf.writeUInt32LE(opts.vcpuCr3 ? opts.vcpuCr3.length - 1 : 1, XEN_ABI.domainInfo.maxVcpuId);
       return 1;
     },
     maximumGpfn: (_x, _d, out) => ((out[0] = BigInt(opts.frames - 1)), 0),
     hvmGetContextPartial: (_x, _d, code, inst, buf) => {
       calls.push(`ctx ${code} ${inst} ${buf.length}`);
-      buf.writeBigUInt64LE(opts.cr3 ?? 0x1_2345_6000n | 0x1000n | 0x5n, XEN_ABI.hvmHwCpu.cr3);
+      const own = opts.vcpuCr3?.[inst];
+      if (own === null) return -1;
+      buf.writeBigUInt64LE(own ?? opts.cr3 ?? 0x1_2345_6000n | 0x1000n | 0x5n, XEN_ABI.hvmHwCpu.cr3);
       buf.writeBigUInt64LE(opts.cr4 ?? 0x3506f0n, XEN_ABI.hvmHwCpu.cr4);
       return 0;
     },
@@ -253,5 +274,35 @@ describe('batching arithmetic (fake C side)', () => {
     const holes = fake({ frames: 3, holes: new Set([0, 1, 2]) });
     await expect(XenBackend.open(5, { libs: holes.libs, privcmd: holes.privcmd })).rejects.toThrow('xen: domain 5: no guest frame could be mapped');
     expect(holes.calls.slice(-4)).toEqual([`unmap 0x${holes.base.toString(16)} 3`, 'fmemClose', `release 0x${holes.base.toString(16)} ${3 * 4096}`, 'xcClose']);
+  });
+});
+
+describe('the page-table root of a Xen guest (fake C side, real guest-RAM bytes)', () => {
+  // 16 frames: 0x6000 a user process's top-level table without the kernel half (as 7.3's user
+  // processes have), 0x2000 and 0x4000 tables mapping the kernel half
+  const ram = Buffer.alloc(16 * 4096);
+  ram.writeBigUInt64LE(0x9067n, 0x6000); // (bit 12 of a CR3 is the PTI user copy: masked, so not 0x1000)
+  for (const i of [256, 273, 511]) ram.writeBigUInt64LE(0xa067n, 0x2000 + i * 8);
+  for (const i of [256, 273, 300, 508, 511]) ram.writeBigUInt64LE(0xa067n, 0x4000 + i * 8);
+
+  it('reads every vCPU (an offline one skipped) and walks from the one mapping the kernel, not vCPU 0', async () => {
+    const f = fake({ frames: 16, ram, vcpuCr3: [0x6000n, null, 0x2000n] });
+    const be = await XenBackend.open(7, { libs: f.libs, privcmd: f.privcmd });
+    expect(await be.registers()).toEqual({ cr3: 0x2000n, cr4: 0x3506f0n });
+    expect(f.calls.filter((c) => c.startsWith('ctx'))).toEqual([0, 1, 2].map((v) => `ctx 2 ${v} ${XEN_ABI.hvmHwCpu.size}`));
+    // a vCPU named explicitly is the one used
+    const one = await XenBackend.open(7, { libs: f.libs, privcmd: f.privcmd, vcpu: 0 });
+    expect(await one.registers()).toEqual({ cr3: 0x6000n, cr4: 0x3506f0n });
+  });
+
+  it('takes init_top_pgt from VMCOREINFO over any vCPU; no vCPU with a context is a ToolError', async () => {
+    const withInfo = Buffer.from(ram);
+    withInfo.write('OSRELEASE=6.1.0-56-amd64\nPAGESIZE=4096\nSYMBOL(init_top_pgt)=ffffffff80004000\nNUMBER(phys_base)=0\nKERNELOFFSET=0\n\0', 0x8000, 'latin1');
+    const f = fake({ frames: 16, ram: withInfo, vcpuCr3: [0x6000n, 0x2000n] });
+    const be = await XenBackend.open(7, { libs: f.libs, privcmd: f.privcmd });
+    expect(await be.registers()).toEqual({ cr3: 0x4000n, cr4: 0x3506f0n });
+    const off = fake({ frames: 16, ram, vcpuCr3: [null, null] });
+    const none = await XenBackend.open(7, { libs: off.libs, privcmd: off.privcmd });
+    await expect(none.registers()).rejects.toThrow('xen: xc_domain_hvm_getcontext_partial(dom 7, CPU, vcpu 0) failed: EINVAL (errno 22)');
   });
 });
