@@ -1,7 +1,8 @@
 // `npm run bench [name]`: figures and ratios against baselines measured in the same run.
-// Names: gmap, build, monitor, overhead, scaling, fuzz-elf, docker (the real-guest ones boot TCG guests and take minutes).
+// Names: gmap, build, monitor, overhead, scaling, fuzz-elf, docker, docker-100 (the real-guest ones boot TCG guests and take minutes).
 import { benchBuild } from './build.ts';
 import { benchDocker } from './docker.ts';
+import { benchDockerMany } from './docker-many.ts';
 import { benchFuzzElf } from './fuzz-elf.ts';
 import { benchGmap } from './gmap.ts';
 import { benchMonitor } from './monitor.ts';
@@ -16,6 +17,7 @@ const all: Record<string, () => Promise<unknown>> = {
   scaling: () => benchScaling(),
   'fuzz-elf': () => benchFuzzElf({ cases: 10_000 }),
   docker: () => benchDocker(),
+  'docker-100': () => benchDockerMany(),
 };
 const only = process.argv.slice(2);
 for (const name of only.length ? only : Object.keys(all)) {

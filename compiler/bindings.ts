@@ -130,6 +130,12 @@ export function emitBindings(abi: Abi, outFile: string, source: string): string 
       declarationKind: VariableDeclarationKind.Const,
       declarations: [{ name: `${s.name.toUpperCase()}_SIZE`, initializer: String(s.size) }],
     });
+    // byte offset of every field: lets a hot reader take a few fields without decoding whole records
+    file.addVariableStatement({
+      isExported: true,
+      declarationKind: VariableDeclarationKind.Const,
+      declarations: [{ name: `${s.name.toUpperCase()}_OFFSETS`, initializer: JSON.stringify(Object.fromEntries(s.fields.map((f) => [f.name, f.offset])), null, 2) + ' as const' }],
+    });
     const reader = (f: AbiField, at: string) =>
       ({
         u8: `b.readUInt8(${at})`,

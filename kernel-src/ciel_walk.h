@@ -12,6 +12,13 @@
  * strict descendants: each visited cgroup adds its contribution to the accumulators of
  * its ancestors on the stack, and a record's final numbers are written when the walk
  * leaves the cgroup (post-order). Checked against Linux 6.1 (Debian 6.1.192).
+ *
+ * With CIEL_ARG_CONTAINERS_ONLY the statistics are read only where they are asked for: the
+ * root and Docker's container cgroups with what is below them (their hierarchical numbers
+ * need it). Any other cgroup (a systemd guest has dozens) is walked for its name and id and
+ * gives only what an asked-for ancestor still needs from it: the root's hierarchical memory
+ * (memory.stat, usage) includes every memcg's pending deltas. cpu (the root's is
+ * kernel_cpustat) and io (nothing flows into the root) need nothing from those cgroups.
  */
 #ifndef CIEL_WALK_H
 #define CIEL_WALK_H
@@ -20,6 +27,7 @@
 #define ciel_out_recs(out)	((struct ciel_cgroup_rec *)((struct ciel_mon_hdr *)(out) + 1))
 
 #include "ciel_cgroup.h"
+#include "ciel_docker.h"
 #include "ciel_net.h"
 
 struct ciel_acc {
@@ -30,6 +38,7 @@ struct ciel_acc {
 	long		mem[CIEL_MEM_NR];
 	u64		io_r, io_w;
 	bool		mem_root;	/* memcg is the hierarchy's root memcg */
+	bool		in_container;	/* a Docker container's cgroup or below one */
 };
 
 /*
@@ -53,6 +62,27 @@ static __always_inline bool ciel_walk_has(struct ciel_walk *w, int ssid)
 	return w->subsys_mask & (1u << ssid);
 }
 
+/* A cgroup whose statistics are not asked for (CIEL_ARG_CONTAINERS_ONLY, not the root, not in a
+ * container): only its memcg's pending deltas, added to its ancestors (the root's hierarchical
+ * memory numbers include them). Its own accumulators stay 0 and are never written out. */
+static __always_inline void ciel_walk_not_asked(struct ciel_walk *w, struct cgroup *cgrp, int depth,
+						u32 mask)
+{
+#if IS_ENABLED(CONFIG_MEMCG)
+	if (mask & (1u << memory_cgrp_id)) {
+		struct mem_cgroup *memcg = mem_cgroup_from_css(ciel_cgroup_css(cgrp, memory_cgrp_id));
+		int it, d;
+
+		for (it = 0; it < CIEL_MEM_NR; it++) {
+			long c = ciel_memcg_pending(&w->ctx, memcg, it);
+
+			for (d = 0; d < depth; d++)
+				w->acc[d].mem[it] += c;
+		}
+	}
+#endif
+}
+
 /* Called when entering cgroup `cgrp` at `depth`: read everything that is not
  * hierarchical, compute its rstat self values and add its contributions upwards.
  * in: struct cgroup * (guest), depth; out: recs[w->nr_records] (if room), w->acc[depth]. */
@@ -68,6 +98,7 @@ static __always_inline void ciel_walk_visit(struct ciel_walk *w, struct ciel_cgr
 	bool trunc = false, dying;
 	u32 flags = w->v1 ? CIEL_REC_V1 : 0;
 	u32 mask = 0;
+	bool asked;
 	int ssid, d;
 
 	w->seen++;
@@ -78,6 +109,10 @@ static __always_inline void ciel_walk_visit(struct ciel_walk *w, struct ciel_cgr
 	a->mem_root = false;
 	for (d = 0; d < CIEL_MEM_NR; d++)
 		a->mem[d] = 0;
+	a->in_container = depth && (w->acc[depth - 1].in_container ||
+				    ((ctx->args.flags & CIEL_ARG_CONTAINERS_ONLY) &&
+				     ciel_docker_cgroup(READ_ONCE(cgrp->kn))));
+	asked = !depth || a->in_container || !(ctx->args.flags & CIEL_ARG_CONTAINERS_ONLY);
 
 	dying = depth && !ciel_css_is_online(self);
 	if (dying)
@@ -98,8 +133,13 @@ static __always_inline void ciel_walk_visit(struct ciel_walk *w, struct ciel_cgr
 		if (ciel_walk_has(w, ssid) && ciel_cgroup_css(cgrp, ssid))
 			mask |= 1u << ssid;
 
+	if (!asked) {
+		ciel_walk_not_asked(w, cgrp, depth, mask);
+		flags |= CIEL_REC_NOT_ASKED;
+	}
+
 	/* ---- CPU ---- */
-	if (!w->v1) {
+	if (asked && !w->v1) {
 		if (!depth) {
 			a->cpu = ciel_root_cgroup_cputime(ctx);
 			flags |= CIEL_REC_CPU | CIEL_REC_CPU_KCPUSTAT;
@@ -114,7 +154,7 @@ static __always_inline void ciel_walk_visit(struct ciel_walk *w, struct ciel_cgr
 		}
 	}
 #if IS_ENABLED(CONFIG_CGROUP_CPUACCT)
-	else if (mask & (1u << cpuacct_cgrp_id)) {
+	else if (asked && (mask & (1u << cpuacct_cgrp_id))) {
 		a->cpu = ciel_cpuusage_read(ctx, ciel_cgroup_css(cgrp, cpuacct_cgrp_id));
 		flags |= CIEL_REC_CPU;
 	}
@@ -122,7 +162,7 @@ static __always_inline void ciel_walk_visit(struct ciel_walk *w, struct ciel_cgr
 
 	/* ---- memory ---- */
 #if IS_ENABLED(CONFIG_MEMCG)
-	if (mask & (1u << memory_cgrp_id)) {
+	if (asked && (mask & (1u << memory_cgrp_id))) {
 		struct mem_cgroup *memcg = mem_cgroup_from_css(ciel_cgroup_css(cgrp, memory_cgrp_id));
 		int it;
 
@@ -151,7 +191,7 @@ static __always_inline void ciel_walk_visit(struct ciel_walk *w, struct ciel_cgr
 
 	/* ---- block I/O ---- */
 #if IS_ENABLED(CONFIG_BLK_CGROUP)
-	if ((mask & (1u << io_cgrp_id)) && depth) {
+	if (asked && (mask & (1u << io_cgrp_id)) && depth) {
 		struct ciel_io io = { 0, 0 }, c = { 0, 0 };
 
 		css = ciel_cgroup_css(cgrp, io_cgrp_id);
@@ -182,6 +222,10 @@ static __always_inline void ciel_walk_visit(struct ciel_walk *w, struct ciel_cgr
 	r->subsys_mask = mask;
 	r->parent_index = depth && w->acc[depth - 1].rec >= 0 ? (u32)w->acc[depth - 1].rec
 							      : CIEL_NO_PARENT;
+	if (!asked) {
+		a->flags = flags;
+		return;
+	}
 	r->nr_tasks = ciel_cgroup_task_count(ctx, cgrp, &task);
 	r->first_task = (u64)(unsigned long)task;
 	if (task)
@@ -217,6 +261,9 @@ static __always_inline void ciel_walk_finish(struct ciel_walk *w, struct ciel_cg
 	if (a->rec < 0)
 		return;
 	r = &recs[a->rec];
+	r->flags = a->flags;
+	if (a->flags & CIEL_REC_NOT_ASKED)
+		return;		/* its accumulators hold only what asked-for descendants added */
 	r->cpu_usage_ns = a->cpu;
 	if (a->flags & CIEL_REC_MEM) {
 		if (!w->v1) {
@@ -235,7 +282,6 @@ static __always_inline void ciel_walk_finish(struct ciel_walk *w, struct ciel_cg
 	}
 	r->io_read_bytes = a->io_r;
 	r->io_write_bytes = a->io_w;
-	r->flags = a->flags;
 }
 
 /*

@@ -16,6 +16,8 @@ interface AbiModule {
   CIEL_CGROUP_REC_SIZE: number;
   decodeCielMonHdr(b: Buffer, off?: number): { nr_records: number; nr_seen: number; flags: number; cgroup_mode: number; rec_size: number; hdr_size: number; magic: number };
   decodeCielCgroupRec(b: Buffer, off?: number): CgroupRecord;
+  /** byte offset of every field (builds since the field-offset tables) */
+  CIEL_CGROUP_REC_OFFSETS?: Record<'cpu_usage_ns' | 'memory_usage_bytes' | 'memory_rss_bytes' | 'memory_cache_bytes' | 'io_read_bytes' | 'io_write_bytes' | 'net_rx_bytes' | 'net_tx_bytes' | 'pids' | 'flags', number> & { memory_inactive_file_pages?: number };
 }
 
 export interface CgroupRecord {
@@ -59,6 +61,8 @@ export interface MonitorOptions {
 
 export class GuestMonitor {
   private readonly buf: Buffer;
+  /** CIEL_ARG_CONTAINERS_ONLY as the monitor's input, or null for a build that predates it */
+  private readonly containersOnlyArgs: Buffer | null;
   lastStats: CallStats | null = null;
   slide = 0n;
 
@@ -72,6 +76,10 @@ export class GuestMonitor {
     readonly vm: string | undefined,
   ) {
     this.buf = Buffer.alloc(abi.CIEL_MON_HDR_SIZE + MAX_RECORDS * abi.CIEL_CGROUP_REC_SIZE);
+    const only = abi.CIEL_ABI.CIEL_ARG_CONTAINERS_ONLY;
+    // struct ciel_mon_args: max_cgroups, max_depth, flags (u32 at 8); zeros elsewhere are the defaults
+    this.containersOnlyArgs = only === undefined ? null : Buffer.alloc(32);
+    this.containersOnlyArgs?.writeUInt32LE(only!, 8);
   }
 
   static async open(o: MonitorOptions): Promise<GuestMonitor> {
@@ -102,16 +110,74 @@ export class GuestMonitor {
     );
   }
 
-  /** Run one monitor entry point and decode its records. */
-  readCgroups(entry: 'ciel_mon_cgroup_v2' | 'ciel_mon_cgroup_v1'): { mode: number; records: CgroupRecord[]; stats: CallStats; hdrFlags: number } {
+  /** Run one monitor entry point into this.buf; the header it wrote. */
+  private run(entry: 'ciel_mon_cgroup_v2' | 'ciel_mon_cgroup_v1', containersOnly: boolean): { hdr: ReturnType<AbiModule['decodeCielMonHdr']>; stats: CallStats } {
     this.buf.fill(0, 0, this.abi.CIEL_MON_HDR_SIZE);
-    const { result, stats } = this.rt.call(entry, this.buf);
+    const { result, stats } = this.rt.call(entry, this.buf, containersOnly ? this.containersOnlyArgs : null);
     this.lastStats = stats;
     if (result < 0) throw new CielError(`${entry} returned ${result}`);
-    const hdr = this.abi.decodeCielMonHdr(this.buf);
+    return { hdr: this.abi.decodeCielMonHdr(this.buf), stats };
+  }
+
+  /** The cgroup path of the record at `off`: its last member (ciel_abi.h), NUL-terminated. */
+  private recordPath(off: number): string {
+    const pathMax = this.abi.CIEL_ABI.CIEL_PATH_MAX!;
+    const start = off + this.abi.CIEL_CGROUP_REC_SIZE - pathMax;
+    const nul = this.buf.indexOf(0, start);
+    return this.buf.toString('latin1', start, nul < 0 || nul > start + pathMax ? start + pathMax : nul);
+  }
+
+  /**
+   * Run one monitor entry point and decode its records: every cgroup, or with `containersOnly` only
+   * Docker's containers (the monitor then reads statistics only for them and the root, and the other
+   * records are not decoded).
+   */
+  readCgroups(
+    entry: 'ciel_mon_cgroup_v2' | 'ciel_mon_cgroup_v1',
+    opts: { containersOnly?: boolean } = {},
+  ): { mode: number; records: CgroupRecord[]; stats: CallStats; hdrFlags: number } {
+    const { hdr, stats } = this.run(entry, opts.containersOnly ?? false);
     const records: CgroupRecord[] = [];
-    for (let i = 0; i < hdr.nr_records; i++) records.push(this.abi.decodeCielCgroupRec(this.buf, hdr.hdr_size + i * hdr.rec_size));
+    for (let i = 0; i < hdr.nr_records; i++) {
+      const off = hdr.hdr_size + i * hdr.rec_size;
+      if (opts.containersOnly && !DOCKER_ID.test(this.recordPath(off))) continue;
+      records.push(this.abi.decodeCielCgroupRec(this.buf, off));
+    }
     return { mode: hdr.cgroup_mode, records, stats, hdrFlags: hdr.flags };
+  }
+
+  /**
+   * The containers of the records in this.buf, read straight from the fields a sample reports (no
+   * record objects, no BigInt: decoding whole records cost more than the monitor's own walk). u64
+   * counters become numbers the way Number(bigint) does: lo + hi * 2^32 is rounded once.
+   */
+  private containersInBuffer(hdr: { nr_records: number; hdr_size: number; rec_size: number }, o: NonNullable<AbiModule['CIEL_CGROUP_REC_OFFSETS']>): ContainerSample[] {
+    const b = this.buf;
+    const MEM = this.abi.CIEL_ABI.CIEL_REC_MEM!;
+    const u64 = (at: number) => b.readUInt32LE(at) + b.readUInt32LE(at + 4) * 4294967296;
+    const containers: ContainerSample[] = [];
+    for (let i = 0; i < hdr.nr_records; i++) {
+      const off = hdr.hdr_size + i * hdr.rec_size;
+      const path = this.recordPath(off);
+      const id = dockerIdOf(path);
+      if (!id) continue;
+      const flags = b.readUInt32LE(off + o.flags);
+      containers.push({
+        id,
+        cgroup: path,
+        cpu_usage_ns: u64(off + o.cpu_usage_ns),
+        memory_usage_bytes: u64(off + o.memory_usage_bytes),
+        memory_rss_bytes: u64(off + o.memory_rss_bytes),
+        memory_cache_bytes: u64(off + o.memory_cache_bytes),
+        ...(flags & MEM ? { memory_inactive_file_bytes: b.readUInt32LE(off + o.memory_inactive_file_pages!) * 4096 } : {}),
+        io_read_bytes: u64(off + o.io_read_bytes),
+        io_write_bytes: u64(off + o.io_write_bytes),
+        net_rx_bytes: u64(off + o.net_rx_bytes),
+        net_tx_bytes: u64(off + o.net_tx_bytes),
+        pids: b.readUInt32LE(off + o.pids),
+      });
+    }
+    return containers;
   }
 
   /** One sample of every container, as `ciel monitor --json` prints it. */
@@ -120,38 +186,35 @@ export class GuestMonitor {
     const t0 = performance.now();
     const time = new Date().toISOString();
     const A = this.abi.CIEL_ABI;
-    const v2 = this.readCgroups('ciel_mon_cgroup_v2');
-    let records = v2.records;
+    const v2 = this.run('ciel_mon_cgroup_v2', true);
+    const mode = v2.hdr.cgroup_mode;
     let accesses = v2.stats.accesses;
     let misses = v2.stats.misses;
-    let hdrFlags = v2.hdrFlags;
-    if (v2.mode === A.CIEL_CGMODE_LEGACY || v2.mode === A.CIEL_CGMODE_HYBRID) {
-      const v1 = this.readCgroups('ciel_mon_cgroup_v1');
-      records = mergeV1(v1.records, v2.mode === A.CIEL_CGMODE_HYBRID ? v2.records : [], A);
-      accesses += v1.stats.accesses;
-      misses += v1.stats.misses;
-      hdrFlags |= v1.hdrFlags;
-    }
-    const containers: ContainerSample[] = [];
-    for (const r of records) {
-      const id = dockerIdOf(r.path);
-      if (!id) continue;
-      containers.push({
-        id,
-        cgroup: r.path,
-        cpu_usage_ns: Number(r.cpu_usage_ns),
-        memory_usage_bytes: Number(r.memory_usage_bytes),
-        memory_rss_bytes: Number(r.memory_rss_bytes),
-        memory_cache_bytes: Number(r.memory_cache_bytes),
-        ...(r.memory_inactive_file_pages !== undefined && r.flags & A.CIEL_REC_MEM
-          ? { memory_inactive_file_bytes: r.memory_inactive_file_pages * 4096 }
-          : {}),
-        io_read_bytes: Number(r.io_read_bytes),
-        io_write_bytes: Number(r.io_write_bytes),
-        net_rx_bytes: Number(r.net_rx_bytes),
-        net_tx_bytes: Number(r.net_tx_bytes),
-        pids: r.pids,
-      });
+    let hdrFlags = v2.hdr.flags;
+    let containers: ContainerSample[];
+    const offsets = this.abi.CIEL_CGROUP_REC_OFFSETS;
+    if (mode !== A.CIEL_CGMODE_LEGACY && mode !== A.CIEL_CGMODE_HYBRID && offsets?.memory_inactive_file_pages !== undefined) {
+      containers = this.containersInBuffer(v2.hdr, offsets);
+    } else {
+      // v1 (one record per hierarchy, merged by path) and builds without field offsets: whole records
+      const decode = (hdr: typeof v2.hdr) => {
+        const recs: CgroupRecord[] = [];
+        for (let i = 0; i < hdr.nr_records; i++) {
+          const off = hdr.hdr_size + i * hdr.rec_size;
+          if (DOCKER_ID.test(this.recordPath(off))) recs.push(this.abi.decodeCielCgroupRec(this.buf, off));
+        }
+        return recs;
+      };
+      let records = decode(v2.hdr);
+      if (mode === A.CIEL_CGMODE_LEGACY || mode === A.CIEL_CGMODE_HYBRID) {
+        const v2records = records;
+        const v1 = this.run('ciel_mon_cgroup_v1', true);
+        records = mergeV1(decode(v1.hdr), mode === A.CIEL_CGMODE_HYBRID ? v2records : [], A);
+        accesses += v1.stats.accesses;
+        misses += v1.stats.misses;
+        hdrFlags |= v1.hdr.flags;
+      }
+      containers = records.map((r) => toContainerSample(r, A));
     }
     const sample: Sample = {
       time,
@@ -170,6 +233,26 @@ export class GuestMonitor {
   close(): void {
     this.rt.close();
   }
+}
+
+/** One container's numbers from its decoded record (v1 merges, builds without field offsets). */
+function toContainerSample(r: CgroupRecord, A: Record<string, number>): ContainerSample {
+  return {
+    id: dockerIdOf(r.path)!,
+    cgroup: r.path,
+    cpu_usage_ns: Number(r.cpu_usage_ns),
+    memory_usage_bytes: Number(r.memory_usage_bytes),
+    memory_rss_bytes: Number(r.memory_rss_bytes),
+    memory_cache_bytes: Number(r.memory_cache_bytes),
+    ...(r.memory_inactive_file_pages !== undefined && r.flags & A.CIEL_REC_MEM
+      ? { memory_inactive_file_bytes: r.memory_inactive_file_pages * 4096 }
+      : {}),
+    io_read_bytes: Number(r.io_read_bytes),
+    io_write_bytes: Number(r.io_write_bytes),
+    net_rx_bytes: Number(r.net_rx_bytes),
+    net_tx_bytes: Number(r.net_tx_bytes),
+    pids: r.pids,
+  };
 }
 
 const TRUNCATIONS: [string, string][] = [

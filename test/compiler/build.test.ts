@@ -46,6 +46,7 @@ describe.each(['6.1.0-56-amd64', '6.1.0-56-rt-amd64', '6.1.0-56-cloud-amd64', '5
     // the generated bindings decode what the C header defines
     const abi = await import(pathToFileURL(join(r.outDir, 'abi.ts')).href);
     expect(abi.CIEL_CGROUP_REC_SIZE).toBe(384);
+    expect(abi.CIEL_CGROUP_REC_OFFSETS).toMatchObject({ cpu_usage_ns: 0, pids: 80, flags: 100, memory_inactive_file_pages: 124, path: 128 });
     expect(readFileSync(join(r.outDir, 'abi.ts'), 'utf8')).toContain('export function decodeCielCgroupRec');
   }, 600_000);
 });

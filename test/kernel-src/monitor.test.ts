@@ -18,7 +18,7 @@ const PAGE = 4096;
 // flags (ciel_abi.h)
 const F = {
   CPU: 1, MEM: 2, IO: 4, PIDS: 8, NET: 16, TASK: 32, ROOT: 64, DYING: 128, VETH: 512, LOOPBACK: 1024,
-  GENERIC: 2048, NODEV: 4096, V1: 8192, KCPUSTAT: 16384, DEPTH_TRUNC: 32768,
+  GENERIC: 2048, NODEV: 4096, V1: 8192, KCPUSTAT: 16384, DEPTH_TRUNC: 32768, NOT_ASKED: 65536,
 };
 const H = { TRUNC_OUT: 1, TRUNC_LIMIT: 2, TRUNC_DEPTH: 8 };
 
@@ -165,6 +165,40 @@ for (const ver of ['6.1.0-56-amd64', '6.1.0-56-rt-amd64']) {
       });
       expect(r.get('/x')!.flags & F.V1).toBeTruthy();
       expect(S.get('v1_other')!.ret).toBe(0);
+    });
+
+    it('CIEL_ARG_CONTAINERS_ONLY: full numbers for the root and Docker\'s containers (and below), the rest walked only', () => {
+      const ID = '0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef';
+      const full = S.get('v2')!.recs!;
+      const fullV1 = S.get('v1')!.recs!;
+      const zeros = { cpu: 0, mem: 0, rss: 0, cache: 0, io_r: 0, io_w: 0, rx_b: 0, tx_b: 0, pids: 0, tasks: 0, task: false };
+      // systemd driver: /a/docker-<id>.scope and its child are containers, /a is not
+      const sd = S.get('v2_only_systemd')!;
+      expect(sd.recs!.map((r) => [r.path, r.id, r.level, r.parent])).toEqual([
+        ['/', 1, 0, 0xffffffff], ['/a', 10, 1, 0], [`/a/docker-${ID}.scope`, 11, 2, 1], [`/a/docker-${ID}.scope/d`, 12, 3, 2],
+      ]);
+      // every number read is the same as without the flag, the root's hierarchical memory included
+      for (const i of [0, 2, 3]) expect({ ...sd.recs![i], path: '' }).toEqual({ ...full[i], path: '' });
+      expect(sd.recs![1]).toMatchObject({ ...zeros, flags: F.NOT_ASKED, mask: full[1].mask });
+      // cgroupfs driver: /docker/<id>
+      const cf = S.get('v2_only_cgroupfs')!;
+      expect(cf.recs!.map((r) => r.path)).toEqual(['/', '/docker', `/docker/${ID}`, `/docker/${ID}/d`]);
+      for (const i of [0, 2, 3]) expect({ ...cf.recs![i], path: '' }).toEqual({ ...full[i], path: '' });
+      expect(cf.recs![1].flags).toBe(F.NOT_ASKED);
+      // no container (plain names, near misses): only the root is read, and it is still exact
+      for (const name of ['plain', 'nearmiss']) {
+        const p = S.get(`v2_only_${name}`)!;
+        expect(p.recs![0]).toEqual(full[0]);
+        expect(p.recs!.slice(1).map((r) => r.flags)).toEqual([F.NOT_ASKED, F.NOT_ASKED, F.NOT_ASKED]);
+        expect(p.recs!.slice(1).every((r) => r.cpu === 0 && r.mem === 0 && r.rss === 0 && r.pids === 0)).toBe(true);
+      }
+      // v1: the root and /docker-<id>.scope as without the flag; a bare id below the root is no container
+      const v1 = S.get('v1_only_systemd')!;
+      expect(v1.recs!.map((r) => r.path)).toEqual(['/', `/docker-${ID}.scope`]);
+      for (const i of [0, 1]) expect({ ...v1.recs![i], path: '' }).toEqual({ ...fullV1[i], path: '' });
+      const v1n = S.get('v1_only_nearmiss')!;
+      expect(v1n.recs![0]).toEqual(fullV1[0]);
+      expect(v1n.recs![1]).toMatchObject({ ...zeros, path: `/${ID}`, flags: F.V1 | F.NOT_ASKED });
     });
   });
 }

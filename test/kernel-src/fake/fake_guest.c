@@ -426,6 +426,22 @@ void ciel_fake_guest_setup(void)
 }
 
 /*
+ * Names the Docker engine gives its containers' cgroups (CIEL_ARG_CONTAINERS_ONLY):
+ * 1 = systemd driver, b becomes /a/docker-<id>.scope and x /docker-<id>.scope;
+ * 2 = cgroupfs driver, a becomes /docker and b /docker/<id>;
+ * 3 = near misses (b "docker-<63 hex>g.scope", x "<64 hex>" below the root): no container;
+ * 0 = the names of the tree above.
+ */
+#define CIEL_FAKE_ID "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+void ciel_fake_guest_docker_names(int how)
+{
+	kn_a.name = how == 2 ? "docker" : "a";
+	kn_b.name = how == 1 ? "docker-" CIEL_FAKE_ID ".scope" : how == 2 ? CIEL_FAKE_ID :
+		    how == 3 ? "docker-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdeg.scope" : "b";
+	kn_x.name = how == 1 ? "docker-" CIEL_FAKE_ID ".scope" : how == 3 ? CIEL_FAKE_ID : "x";
+}
+
+/*
  * Hostile guest memory: cycles that never return to the list head. The monitors must
  * stop at their bounds (args.max_cgroups, CIEL_MAX_LIST, CIEL_MAX_TASKS_TRIED) and say so.
  */

@@ -12,6 +12,7 @@ long ciel_mon_cgroup_v2(void *out, unsigned long out_len, const void *in, unsign
 long ciel_mon_cgroup_v1(void *out, unsigned long out_len, const void *in, unsigned long in_len);
 void ciel_fake_guest_setup(void);
 void ciel_fake_guest_make_cycles(void);
+void ciel_fake_guest_docker_names(int how);
 
 static union { struct ciel_mon_hdr hdr; char bytes[64 + 64 * sizeof(struct ciel_cgroup_rec)]; } buf;
 
@@ -88,6 +89,23 @@ int main(void)
 	memset(&a, 0, sizeof(a));
 	a.hierarchy_id = 7;
 	dump("v1_other", ciel_mon_cgroup_v1(&buf, sizeof(buf), &a, sizeof(a)));
+
+	/* statistics only where asked for: the root and Docker's containers (and below them) */
+	for (int how = 0; how <= 3; how++) {
+		static const char *const names[] = { "plain", "systemd", "cgroupfs", "nearmiss" };
+		char v2[32], v1[32];
+
+		snprintf(v2, sizeof(v2), "v2_only_%s", names[how]);
+		snprintf(v1, sizeof(v1), "v1_only_%s", names[how]);
+		ciel_fake_guest_docker_names(how);
+		memset(&a, 0, sizeof(a));
+		a.flags = CIEL_ARG_CONTAINERS_ONLY;
+		memset(&buf, 0xa5, sizeof(buf));
+		dump(v2, ciel_mon_cgroup_v2(&buf, sizeof(buf), &a, sizeof(a)));
+		memset(&buf, 0xa5, sizeof(buf));
+		dump(v1, ciel_mon_cgroup_v1(&buf, sizeof(buf), &a, sizeof(a)));
+	}
+	ciel_fake_guest_docker_names(0);
 
 	ciel_fake_guest_make_cycles();
 	memset(&a, 0, sizeof(a));
