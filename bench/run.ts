@@ -1,5 +1,5 @@
 // `npm run bench [name]`: figures and ratios against baselines measured in the same run.
-// Names: gmap, build, monitor, overhead, scaling, fuzz-elf, docker, docker-100 (the real-guest ones boot TCG guests and take minutes).
+// Names: gmap, build, monitor, overhead, scaling, fuzz-elf, docker, docker-100, traffic (the real-guest ones boot TCG guests and take minutes).
 import { benchBuild } from './build.ts';
 import { benchDocker } from './docker.ts';
 import { benchDockerMany } from './docker-many.ts';
@@ -8,6 +8,7 @@ import { benchGmap } from './gmap.ts';
 import { benchMonitor } from './monitor.ts';
 import { benchOverhead } from './overhead.ts';
 import { benchScaling } from './scaling.ts';
+import { benchTraffic } from './traffic.ts';
 
 const all: Record<string, () => Promise<unknown>> = {
   gmap: () => benchGmap(),
@@ -18,6 +19,7 @@ const all: Record<string, () => Promise<unknown>> = {
   'fuzz-elf': () => benchFuzzElf({ cases: 10_000 }),
   docker: () => benchDocker(),
   'docker-100': () => benchDockerMany(),
+  traffic: () => benchTraffic(),
 };
 const only = process.argv.slice(2);
 for (const name of only.length ? only : Object.keys(all)) {
