@@ -2,14 +2,20 @@
 // guest, for 1, 10 and 100 containers, next to the conventional in-guest way (cAdvisor-style reads of
 // the same numbers from cgroupfs files), measured natively on this host with the same number of
 // cgroups in the host's v1 hierarchies (the TCG guest's own timing would be slowed by emulation).
+// The guest runs one Debian kernel (default 6.1.0-56-amd64); `--kernel RELEASE|LINE[,...]` or
+// CIEL_BENCH_KERNEL picks others (a line name — 5.10, 6.1, 6.12, 7.x, or `all` — means the release the
+// build bench and the live accuracy test use for it), one guest after the other, with a summary table.
 import { mkdirSync, readFileSync, rmdirSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { buildMonitor } from '../compiler/build.ts';
+import { parseRelease } from '../compiler/kernel/release.ts';
 import type { QemuLiveBackend } from '../vmi/backends/qemu-live.ts';
 import { VmSession } from '../vmi/session.ts';
 import { bootGuest } from '../testbed/guest/boot.ts';
+import { guestKernel } from '../testbed/guest/kernel.ts';
+import { BENCH_RELEASES } from './build.ts';
 
-const RELEASE = '6.1.0-56-amd64';
+const DEFAULT_RELEASE = '6.1.0-56-amd64';
 const COUNTS = [1, 10, 100];
 const RUNS = 50;
 
@@ -34,6 +40,7 @@ function readCgroupfs(dirs: { cpuacct: string; memory: string; blkio: string; pi
 }
 
 export interface MonitorBenchRow {
+  release: string;
   containers: number;
   outsideUs: number;
   outsideP90Us: number;
@@ -44,13 +51,48 @@ export interface MonitorBenchRow {
   accesses: number;
 }
 
-export async function benchMonitor(log: (s: string) => void = console.log): Promise<MonitorBenchRow[]> {
-  await buildMonitor({ release: RELEASE });
-  const guest = await bootGuest({ bare: true, name: `bench-monitor-${process.pid}` });
+/** `5.10,7.3.4+deb13-amd64` -> releases: a line name (or `all`) means that line's bench release. */
+export function benchKernels(spec: string | undefined): string[] {
+  if (!spec) return [DEFAULT_RELEASE];
+  const out: string[] = [];
+  for (const item of spec.split(',').map((s) => s.trim()).filter(Boolean)) {
+    if (item === 'all') out.push(...BENCH_RELEASES);
+    else {
+      const byLine = BENCH_RELEASES.find((r) => parseRelease(r).line === item);
+      out.push(byLine ?? parseRelease(item).release); // parseRelease refuses what is neither
+    }
+  }
+  return [...new Set(out)];
+}
+
+/** One guest per release, one after the other; with more than one, a per-line summary at the end. */
+export async function benchMonitorKernels(releases: string[], log: (s: string) => void = console.log): Promise<MonitorBenchRow[]> {
+  const rows: MonitorBenchRow[] = [];
+  for (const release of releases) {
+    rows.push(...(await benchMonitor(log, release)));
+    log('');
+  }
+  if (releases.length > 1) {
+    log('monitor, per kernel line: one full sample from outside (guest paused), median / p90 us, vs the cgroupfs files on this host');
+    log(`| line | release | ${COUNTS.map((n) => `${n} ctr median / p90`).join(' | ')} | ${COUNTS.map((n) => `cgroupfs ${n}`).join(' | ')} |`);
+    log(`|---|---|${COUNTS.map(() => '---|').join('')}${COUNTS.map(() => '---|').join('')}`);
+    for (const release of releases) {
+      const of = (n: number) => rows.find((r) => r.release === release && r.containers === n)!;
+      log(`| ${parseRelease(release).line} | ${release} | ${COUNTS.map((n) => `${of(n).outsideUs} / ${of(n).outsideP90Us}`).join(' | ')} | ${COUNTS.map((n) => of(n).cgroupfsUs).join(' | ')} |`);
+    }
+  }
+  return rows;
+}
+
+export async function benchMonitor(log: (s: string) => void = console.log, release = DEFAULT_RELEASE): Promise<MonitorBenchRow[]> {
+  await buildMonitor({ release });
+  // the default kernel is the guest's own default (cached by the guest build); others fetched (cached)
+  const kernel = release === DEFAULT_RELEASE ? undefined : await guestKernel(release);
+  const guest = await bootGuest({ bare: true, name: `bench-monitor-${process.pid}`, kernel });
   const hostBase = `ciel-bench-${process.pid}`;
   const hostDirs: string[] = [];
   const rows: MonitorBenchRow[] = [];
-  const session = await VmSession.open({ name: 'bench', backend: 'qemu', qmp: guest.qmpSocket, memory: guest.memFile, kernel: RELEASE });
+  const session = await VmSession.open({ name: 'bench', backend: 'qemu', qmp: guest.qmpSocket, memory: guest.memFile, kernel: release });
   const backend = session.backend as QemuLiveBackend;
   const monitor = session.monitor;
   try {
@@ -105,6 +147,7 @@ export async function benchMonitor(log: (s: string) => void = console.log): Prom
         nativeTimes.push((performance.now() - t0) * 1000);
       }
       const row: MonitorBenchRow = {
+        release,
         containers: n,
         outsideUs: Math.round(median(times)),
         outsideP90Us: Math.round(p90(times)),
@@ -122,7 +165,7 @@ export async function benchMonitor(log: (s: string) => void = console.log): Prom
     for (const d of hostDirs) for (const c of ['cpuacct', 'memory', 'blkio', 'pids']) rmdirSync(join('/sys/fs/cgroup', c, hostBase, d));
     for (const c of ['cpuacct', 'memory', 'blkio', 'pids']) if (existsSync(join('/sys/fs/cgroup', c, hostBase))) rmdirSync(join('/sys/fs/cgroup', c, hostBase));
   }
-  log(`monitor: one full sample (CPU, memory, rss/cache, io, net, pids of every container), median of ${RUNS}`);
+  log(`monitor (${release}): one full sample (CPU, memory, rss/cache, io, net, pids of every container), guest paused, median of ${RUNS}`);
   log('| containers | outside (Ciel) us | p90 us | cgroupfs files on this host us | Ciel / cgroupfs | TLB hit % | pages touched | guest accesses |');
   log('|---|---|---|---|---|---|---|---|');
   for (const r of rows) log(`| ${r.containers} | ${r.outsideUs} | ${r.outsideP90Us} | ${r.cgroupfsUs} | ${r.ratio} | ${r.tlbHit} | ${r.pages} | ${r.accesses} |`);

@@ -7,7 +7,8 @@
 #   K = .../usr/src/linux-headers-<ver>-common[-rt]   (the headers)
 #   O = .../usr/src/linux-headers-<ver>-<flavour>     (generated headers + .config)
 #   outdir defaults to /tmp/ciel-ir/<basename of O>
-# Or: kernel-src/dev-compile.sh --kernel 6.1.0-56-amd64 [outdir]  (~/.cache/ciel/kernels layout)
+# Or: kernel-src/dev-compile.sh --kernel 6.1.0-56-amd64 [outdir]  (the cache's kernels/ layout:
+#     $CIEL_KERNELS, else ${CIEL_CACHE:-~/.cache/ciel}/kernels, where `ciel build` extracts them)
 # SOURCES="a.c b.c" overrides the list of files (default: every kernel-src/*.c).
 set -eu
 
@@ -16,7 +17,7 @@ CLANG=${CLANG:-clang-14}
 
 if [ "${1:-}" = "--kernel" ]; then
 	ver=$2
-	base=${CIEL_KERNELS:-$HOME/.cache/ciel/kernels}/$ver/usr/src
+	base=${CIEL_KERNELS:-${CIEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ciel}/kernels}/$ver/usr/src
 	O=$base/linux-headers-$ver
 	flav=${ver#*-*-}			# amd64 / rt-amd64 / cloud-amd64
 	abi=${ver%-"$flav"}			# 6.1.0-56

@@ -9,13 +9,15 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { cacheDir } from '../../common/cache.ts';
 import { fetchHeaders } from '../../compiler/kernel/packages.ts';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { checkIr, type IrReport } from './ir-check.ts';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 const KSRC = join(ROOT, 'kernel-src');
-const KERNELS = process.env.CIEL_KERNELS ?? join(process.env.HOME ?? '/root', '.cache/ciel/kernels');
+// where fetchHeaders() extracts (CIEL_CACHE honoured), unless CIEL_KERNELS names another tree
+const KERNELS = process.env.CIEL_KERNELS ?? cacheDir('kernels');
 const SOURCES = readdirSync(KSRC).filter((f) => f.endsWith('.c')).sort();
 const ENTRY_SIG = /^define (?:dso_local )?i64 @ciel_mon_\w+\(i8\* [^,]*%0, i64 [^,]*%1, i8\* [^,]*%2, i64 [^,]*%3\)/;
 
@@ -58,7 +60,7 @@ for (const ver of FLAVOURS) {
   describe(`kernel-src against ${ver} headers`, () => {
     let res: ReturnType<typeof compileAll>;
     beforeAll(async () => {
-      // fetched (and cached under ~/.cache/ciel) when missing, instead of skipping on a fresh machine
+      // fetched (and cached under ${CIEL_CACHE:-~/.cache/ciel}) when missing, instead of skipping on a fresh machine
       if (!hasKernel(ver)) await fetchHeaders(ver, { onProgress: () => {} });
       res = compileAll(ver);
     }, 900_000);

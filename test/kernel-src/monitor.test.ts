@@ -5,6 +5,7 @@
 // derived by hand in the comments of fake_guest.c from the 6.1 flush rules in ciel_cgroup.h.
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync } from 'node:fs';
+import { cacheDir } from '../../common/cache.ts';
 import { fetchHeaders } from '../../compiler/kernel/packages.ts';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -12,7 +13,8 @@ import { beforeAll, describe, expect, it } from 'vitest';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 const KSRC = join(ROOT, 'kernel-src');
-const KERNELS = process.env.CIEL_KERNELS ?? join(process.env.HOME ?? '/root', '.cache/ciel/kernels');
+// where fetchHeaders() extracts (CIEL_CACHE honoured), unless CIEL_KERNELS names another tree
+const KERNELS = process.env.CIEL_KERNELS ?? cacheDir('kernels');
 const PAGE = 4096;
 
 // flags (ciel_abi.h)
@@ -48,7 +50,7 @@ for (const ver of ['6.1.0-56-amd64', '6.1.0-56-rt-amd64']) {
   describe(`monitors on a fake guest (${ver} headers)`, () => {
     let S: Map<string, Scenario>;
     beforeAll(async () => {
-      // fetched (and cached under ~/.cache/ciel) when missing, instead of skipping on a fresh machine
+      // fetched (and cached under ${CIEL_CACHE:-~/.cache/ciel}) when missing, instead of skipping on a fresh machine
       if (!existsSync(join(KERNELS, ver, 'usr/src', `linux-headers-${ver}`, 'include/generated'))) await fetchHeaders(ver, { onProgress: () => {} });
       S = build(ver);
     }, 900_000);
