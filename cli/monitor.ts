@@ -83,7 +83,8 @@ Output:
   --quiet      nothing on stdout (with --prometheus)
 
 Errors go to stderr, prefixed by the VM name. Exit status: 0; 1 on bad options, when a single VM cannot
-be opened at start, or when every VM of a config gave up; 3 when --count was given and some round failed.
+be opened at start (e.g. a libvirt domain unknown, not running or with private RAM), when a single VM's
+QEMU goes away, or when every VM of a config gave up; 3 when --count was given and some round failed.
 `;
 
 export function registerMonitor(program: Command): void {
