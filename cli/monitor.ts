@@ -198,10 +198,10 @@ export function registerMonitor(program: Command): void {
 /** The VMs the options name. */
 async function targets(o: MonitorCliOptions, intervalMs: number, intervalGiven: boolean): Promise<MonitoredVm[]> {
   const given = [o.config && '--config', o.vmcore && '--vmcore', o.xen && '--xen', o.libvirt && '--libvirt', (o.qemu || o.memory) && (o.qemu ? '--qemu' : '--memory')].filter(Boolean);
+  if (o.connect !== undefined && !o.libvirt) throw new UsageError('--connect', '--connect goes with --libvirt DOMAIN (in a config: "connect" per VM)');
   if (given.length === 0)
     throw new UsageError('target', 'monitor needs a target: --qemu SOCKET --memory FILE, --libvirt DOMAIN, --memory FILE, --vmcore FILE, --xen DOMID or --config FILE (see --help)');
   if (given.length > 1) throw new UsageError('target', `give one target, not ${given.join(' and ')}`);
-  if (o.connect !== undefined && !o.libvirt) throw new UsageError('--connect', '--connect goes with --libvirt DOMAIN (in a config: "connect" per VM)');
   if (o.config) {
     for (const [flag, v] of [['--kernel', o.kernel], ['--disk', o.disk], ['--vm', o.vm]] as const)
       if (v !== undefined) throw new UsageError(flag, `${flag} does not go with --config (set it per VM in the file)`);
