@@ -1,6 +1,7 @@
 // QMP through libvirt's monitor passthrough, for a domain whose QMP socket libvirt holds (QMP serves one
 // client at a time): each command is `virsh -c URI qemu-monitor-command DOMAIN '<json>'` (`--hmp` for
-// human monitor commands), behind the same QmpTransport as the socket client, so the QEMU-live backend,
+// human monitor commands), sent down one interactive virsh (virsh-shell.ts; a virsh of its own when a
+// word cannot be quoted for it or the shell died), behind the same QmpTransport as the socket client, so the QEMU-live backend,
 // the session, pause/resume and re-attach work unchanged.
 //
 // Events: passthrough answers commands only. QEMU's events are still seen through libvirt's own event
@@ -16,6 +17,7 @@ import { execa } from 'execa';
 import { QmpError, QmpTransport, type QmpEvent } from './qmp.ts';
 import type { ResumeVia } from './pause-guardian.ts';
 import { processStartTime } from './libvirt-domain.ts';
+import { shellSafe, TimeoutError, VirshShell } from './virsh-shell.ts';
 
 export interface LibvirtQmpOptions {
   uri: string;
@@ -45,11 +47,14 @@ export class LibvirtQmp extends QmpTransport {
   readonly resumeVia: ResumeVia;
   private gone: string | null = null;
   private events: ChildProcess | null = null;
+  /** commands go down one interactive virsh (a process per command costs ~40-200 ms) */
+  private readonly shell: VirshShell;
 
   private constructor(private readonly o: LibvirtQmpOptions) {
     super();
     this.socketPath = `libvirt domain ${o.domain} (${o.uri})`;
     this.resumeVia = { libvirt: { uri: o.uri, domain: o.domain } };
+    this.shell = new VirshShell(o.uri);
   }
 
   /** A transport to a running domain: the event stream started, and one `query-status` answered. */
@@ -112,6 +117,20 @@ export class LibvirtQmp extends QmpTransport {
 
   private async virsh(what: string, tail: string[], timeoutMs: number): Promise<string> {
     if (this.closed) throw new QmpError(this.socketPath, what, this.gone!);
+    const words = ['qemu-monitor-command', this.o.domain, ...tail];
+    if (words.every(shellSafe)) {
+      try {
+        const r = await this.shell.run(words, timeoutMs);
+        if (r.ok) return r.out;
+        if (this.closed) throw new QmpError(this.socketPath, what, this.gone!);
+        throw new QmpError(this.socketPath, what, `virsh: ${r.out}`);
+      } catch (e) {
+        if (e instanceof QmpError) throw e;
+        if (this.closed) throw new QmpError(this.socketPath, what, this.gone!);
+        if (e instanceof TimeoutError) throw new QmpError(this.socketPath, what, e.message);
+        // the shell died before answering (the command did not run): one virsh of its own
+      }
+    }
     const r = await execa('virsh', ['-c', this.o.uri, 'qemu-monitor-command', this.o.domain, ...tail], { reject: false, timeout: timeoutMs });
     if (!r.failed) return r.stdout;
     // the domain stopping under a command is QEMU gone, as a closed socket is
@@ -123,6 +142,7 @@ export class LibvirtQmp extends QmpTransport {
     if (this.gone) return;
     this.gone = why;
     this.stopEvents();
+    this.shell.close();
     this.emit('close', why);
   }
 
