@@ -206,6 +206,27 @@ describe.skipIf(!haveLibvirt)('ciel monitor --libvirt (subprocess, the test gues
     expect(dash.stderr.trim()).toBe('ciel: --libvirt: "--help" is not a libvirt domain name');
   });
 
+  it('ciel monitor --libvirt --consistent SIGKILLed at random instants: the pause guardian resumes the domain every time', async () => {
+    const KILLS = Number(process.env.CIEL_PAUSE_KILLS ?? 12);
+    let insidePause = 0;
+    for (let i = 0; i < KILLS; i++) {
+      const proc = execa(process.execPath, [CIEL, 'monitor', '--libvirt', DOMAIN, '--kernel', RELEASE, '--consistent', '--json', '--interval', '10ms'], { cwd: ROOT, reject: false });
+      let out = '';
+      proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+      const t0 = Date.now();
+      while (!out.includes('"pause_us"') && Date.now() - t0 < 60_000) await new Promise((r) => setTimeout(r, 5));
+      expect(out).toContain('"pause_us"');
+      await new Promise((r) => setTimeout(r, Math.random() * 40));
+      proc.kill('SIGKILL');
+      const r = await proc; // the guardian shares stderr: this resolves once it has finished too
+      if (/ciel pause guardian: resumed libvirt domain/.test(r.stderr)) insidePause++;
+      expect(r.stderr).not.toMatch(/could NOT resume/);
+      expect((await execa('virsh', ['domstate', DOMAIN])).stdout.trim()).toBe('running');
+    }
+    console.log(`${KILLS} kills, ${insidePause} inside a pause and resumed by the guardian through virsh`);
+    expect(insidePause).toBeGreaterThan(0);
+  }, 600_000);
+
   it('a guest reset is seen (virsh qemu-monitor-event) and re-attached; the domain destroyed ends the monitor with exit 1', async () => {
     const proc = execa(process.execPath, [CIEL, 'monitor', ...target, '--json', '--interval', '500ms'], { cwd: ROOT, reject: false });
     let out = '';
