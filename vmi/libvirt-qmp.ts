@@ -128,7 +128,8 @@ export class LibvirtQmp extends QmpTransport {
         if (e instanceof QmpError) throw e;
         if (this.closed) throw new QmpError(this.socketPath, what, this.gone!);
         if (e instanceof TimeoutError) throw new QmpError(this.socketPath, what, e.message);
-        // the shell died before answering (the command did not run): one virsh of its own
+        // the shell died before answering: one virsh of its own (what Ciel sends, query-status, stop,
+        // cont, info registers, is harmless to repeat)
       }
     }
     const r = await execa('virsh', ['-c', this.o.uri, 'qemu-monitor-command', this.o.domain, ...tail], { reject: false, timeout: timeoutMs });
