@@ -109,7 +109,7 @@ export function registerMonitor(program: Command): void {
     .option('--json', 'one JSON line per sample on stdout instead of the table')
     .option('--prometheus <[host:]port>', `serve /metrics on HOST:PORT (default host ${DEFAULT_HOST}, conventional port ${DEFAULT_PORT})`)
     .option('-q, --quiet', 'print no table or JSON (use with --prometheus)')
-    .option('--vm <name>', 'VM name for samples and metrics (single VM; default "vm")')
+    .option('--vm <name>', 'VM name for samples and metrics (single VM; default: the --libvirt domain, else "vm")')
     .addHelpText('after', HELP_AFTER)
     .action(async (o: MonitorCliOptions, cmd: Command) => {
       const count = o.count === undefined ? undefined : Number(o.count);
