@@ -29,7 +29,8 @@ Config (JSON; unknown fields are errors; relative paths are relative to the file
    "vms": [{"name": "web-vm", "kernel": "6.1.0-56-amd64",
             "qmp": "/run/web-vm.qmp", "memory": "/dev/shm/web-vm.ram",
             "pid": 1234, "vcpus": 2, "memMiB": 512,
-            "names": {"<docker id>": "web"}, "disk": "/var/lib/vms/web-vm.qcow2"}],
+            "names": {"<docker id>": "web"}, "disk": "/var/lib/vms/web-vm.qcow2"},
+           {"name": "db-vm", "libvirt": "db-domain", "uri": "qemu:///system"}],
    "policy": {"policies": [{"resource": "cpu", "vmThreshold": 0.7, "containerThreshold": 0.5, "target": 0.6}],
               "maxReplicas": 4, "scaleUpCooldownMs": 30000, "scaleDownWindowMs": 300000},
    "provisioner": {"kind": "qemu-direct", "template": "minimal.qcow2", "kernel": "vmlinuz", "initrd": "initrd.img",
@@ -39,10 +40,14 @@ Config (JSON; unknown fields are errors; relative paths are relative to the file
   vms[]: "kernel": the guest's kernel release; without it, it is read from the guest's memory when the VM
     is attached (printed on stderr), and a release with no build yet is built then (Debian's packages,
     cached; progress on stderr). A build for another kernel than the guest's is refused (exit 2).
-    Every VM needs "qmp" + "memory" (QEMU's QMP socket and its guest RAM file, memory-backend-file
-    share=on): the container level reads registers and RAM through them, libvirt domains included.
     VM level, exactly one of: "pid" of a QEMU process started directly (/proc; needs "vcpus" and
     "memMiB"), or "libvirt": "DOMAIN" with optional "uri" (default qemu:///system; virsh domstats).
+    Container level: a "pid" VM needs "qmp" + "memory" (QEMU's QMP socket and its guest RAM file,
+    memory-backend-file share=on). A "libvirt" VM needs neither: registers and pause go through libvirt's
+    QMP passthrough (virsh qemu-monitor-command) and its RAM is found from its QEMU process, which needs
+    shared memory backing in the domain's XML: <memoryBacking><source type='memfd'/><access mode='shared'/>
+    </memoryBacking> (or type='file'); a domain with private RAM cannot be attached (exit 2). Give "qmp"
+    + "memory" anyway to use a QMP socket of its own (a <qemu:commandline> -qmp argument).
     "names": Docker id -> service name (else names from "disk", a raw/qcow2 image with /var/lib/docker,
     else the id). Containers are keyed by name: a service name must be unique across the VMs.
   policy: the fields of PolicyConfig (controller/README.md): policies[] {resource cpu|memory|disk|
@@ -84,7 +89,8 @@ Exit status:
   1    bad options or config (the message names the file and field), a missing file the config names,
        no monitor build for a VM's "kernel" (\`ciel build --kernel RELEASE\`), or a --prometheus address
        that cannot be bound
-  2    could not start: a VM could not be attached (QMP, memory file, a "kernel" whose build is not for the
+  2    could not start: a VM could not be attached (QMP, memory file, a libvirt domain unknown, not running or
+       with private RAM, a "kernel" whose build is not for the
        kernel the guest runs, a guest kernel with no build that cannot be built), its VM-level stats could
        not be read, or the provisioner could not be set up
   3    with --count: an error or action_failed event happened during the run

@@ -11,13 +11,15 @@ import { parseInterval } from '../common/interval.ts';
 import { DEFAULT_HOST, DEFAULT_PORT, parseListen } from '../monitor/listen-address.ts';
 import type { ErrorKind, MonitoredVm, NamedSample } from '../monitor/loop.ts';
 import { isBuildName } from '../common/build-artifact.ts';
-import { vmTarget } from '../vmi/target.ts';
+import { DOMAIN_NAME, vmTarget } from '../vmi/target.ts';
 
 interface MonitorCliOptions {
   qemu?: string;
   memory?: string;
   vmcore?: string;
   xen?: string;
+  libvirt?: string;
+  connect?: string;
   config?: string;
   kernel?: string;
   disk?: string;
@@ -38,6 +40,12 @@ const detailOf = (vm: string, e: Error) => (e instanceof VmError && e.vm === vm 
 const HELP_AFTER = `
 Targets (exactly one):
   --qemu SOCKET --memory FILE   a live QEMU/KVM guest (RAM shared through memory-backend-file,share=on)
+  --libvirt DOMAIN [--connect URI]   a running libvirt domain (default URI qemu:///system): QMP through
+                                libvirt's passthrough (virsh qemu-monitor-command; libvirt keeps its QMP socket,
+                                no extra QEMU arguments), RAM found from its QEMU process. The domain's RAM must be
+                                shared: <memoryBacking><source type='memfd'/><access mode='shared'/></memoryBacking>
+                                (or type='file'); libvirt's default private RAM is refused, naming the domain.
+                                Run on the domain's host, as root. Resets are seen through virsh qemu-monitor-event.
   --memory FILE                 a raw physical-memory file without QMP (page tables from the guest's VMCOREINFO)
   --vmcore FILE                 one sample of an ELF dump (dump-guest-memory, virsh dump --memory-only), then exit;
                                 CR3 from the dump's QEMU CPU notes
@@ -46,8 +54,10 @@ Targets (exactly one):
                                 retried (backoff 1 s doubling to 30 s), the others go on:
       {"vms": [{"name": "web1", "backend": "qemu", "qmp": "/run/web1.qmp", "memory": "/dev/shm/web1",
                 "disk": "/var/lib/vms/web1.qcow2", "interval": 1},
-               {"name": "db1", "backend": "xen", "domid": 3, "kernel": "6.1.0-56-amd64"}]}
-    backend: qemu (qmp + memory), raw (memory), vmcore (vmcore: sampled once), xen (domid);
+               {"name": "db1", "backend": "xen", "domid": 3, "kernel": "6.1.0-56-amd64"},
+               {"name": "app1", "libvirt": "app1-domain", "connect": "qemu:///system"}]}
+    backend: qemu (qmp + memory), raw (memory), vmcore (vmcore: sampled once), xen (domid),
+    libvirt (libvirt: the domain; connect: its URI, default qemu:///system; "backend" may be left out);
     kernel optional (as --kernel); interval in seconds (default 1); relative paths are relative to the file
 
 Kernel:
@@ -73,7 +83,8 @@ Output:
   --quiet      nothing on stdout (with --prometheus)
 
 Errors go to stderr, prefixed by the VM name. Exit status: 0; 1 on bad options, when a single VM cannot
-be opened at start, or when every VM of a config gave up; 3 when --count was given and some round failed.
+be opened at start (e.g. a libvirt domain unknown, not running or with private RAM), when a single VM's
+QEMU goes away, or when every VM of a config gave up; 3 when --count was given and some round failed.
 `;
 
 export function registerMonitor(program: Command): void {
@@ -87,16 +98,18 @@ export function registerMonitor(program: Command): void {
     .option('--memory <file>', "the guest's RAM file (QEMU -object memory-backend-file,share=on,mem-path=FILE), or a raw memory dump")
     .option('--vmcore <file>', 'ELF memory dump: print one sample and exit')
     .option('--xen <domid>', 'Xen domain id (HVM/PVH guest; run in Dom0)')
+    .option('--libvirt <domain>', "a running libvirt domain with shared memory backing (QMP through libvirt's passthrough)")
+    .option('--connect <uri>', 'libvirt connection URI for --libvirt (default qemu:///system)')
     .option('--config <file>', 'JSON file listing several VMs (format below)')
     .option('-k, --kernel <release>', "the guest's kernel release, e.g. 6.1.0-56-amd64 (default: read from the guest); its build must exist and fit the guest")
     .option('--disk <image>', "the VM's disk image (raw or qcow2, read-only): container names and images from /var/lib/docker")
     .option('-i, --interval <time>', 'time between samples: 1s, 250ms, ... (with --config: overrides every VM\'s "interval")', '1s')
     .option('-n, --count <n>', 'stop after N sampling rounds per VM (failed rounds count too)')
-    .option('--consistent', 'pause the vCPUs around each sample (QMP stop/cont, xc_domain_pause) and report the pause time')
+    .option('--consistent', 'pause the vCPUs around each sample (QMP stop/cont, through libvirt too; xc_domain_pause) and report the pause time')
     .option('--json', 'one JSON line per sample on stdout instead of the table')
     .option('--prometheus <[host:]port>', `serve /metrics on HOST:PORT (default host ${DEFAULT_HOST}, conventional port ${DEFAULT_PORT})`)
     .option('-q, --quiet', 'print no table or JSON (use with --prometheus)')
-    .option('--vm <name>', 'VM name for samples and metrics (single VM; default "vm")')
+    .option('--vm <name>', 'VM name for samples and metrics (single VM; default: the --libvirt domain, else "vm")')
     .addHelpText('after', HELP_AFTER)
     .action(async (o: MonitorCliOptions, cmd: Command) => {
       const count = o.count === undefined ? undefined : Number(o.count);
@@ -184,8 +197,10 @@ export function registerMonitor(program: Command): void {
 
 /** The VMs the options name. */
 async function targets(o: MonitorCliOptions, intervalMs: number, intervalGiven: boolean): Promise<MonitoredVm[]> {
-  const given = [o.config && '--config', o.vmcore && '--vmcore', o.xen && '--xen', (o.qemu || o.memory) && (o.qemu ? '--qemu' : '--memory')].filter(Boolean);
-  if (given.length === 0) throw new UsageError('target', 'monitor needs a target: --qemu SOCKET --memory FILE, --memory FILE, --vmcore FILE, --xen DOMID or --config FILE (see --help)');
+  const given = [o.config && '--config', o.vmcore && '--vmcore', o.xen && '--xen', o.libvirt && '--libvirt', (o.qemu || o.memory) && (o.qemu ? '--qemu' : '--memory')].filter(Boolean);
+  if (o.connect !== undefined && !o.libvirt) throw new UsageError('--connect', '--connect goes with --libvirt DOMAIN (in a config: "connect" per VM)');
+  if (given.length === 0)
+    throw new UsageError('target', 'monitor needs a target: --qemu SOCKET --memory FILE, --libvirt DOMAIN, --memory FILE, --vmcore FILE, --xen DOMID or --config FILE (see --help)');
   if (given.length > 1) throw new UsageError('target', `give one target, not ${given.join(' and ')}`);
   if (o.config) {
     for (const [flag, v] of [['--kernel', o.kernel], ['--disk', o.disk], ['--vm', o.vm]] as const)
@@ -196,8 +211,8 @@ async function targets(o: MonitorCliOptions, intervalMs: number, intervalGiven: 
     cfg.vms.forEach((v, i) => {
       if (v.disk !== undefined && !existsSync(v.disk)) throw new BadFieldError(o.config!, `vms[${i}].disk`, `no such file: ${v.disk}`);
     });
-    return cfg.vms.map((v) => ({
-      ...vmTarget(v),
+    return cfg.vms.map(({ libvirt, connect, ...v }) => ({
+      ...vmTarget({ ...v, ...(libvirt !== undefined ? { domain: libvirt } : {}), ...(connect !== undefined ? { uri: connect } : {}) }),
       disk: v.disk,
       intervalMs: intervalGiven ? intervalMs : v.interval * 1000,
       // only live backends can pause; a dump or a raw file is sampled as it is (VmSession knows which)
@@ -205,7 +220,8 @@ async function targets(o: MonitorCliOptions, intervalMs: number, intervalGiven: 
     }));
   }
   if (o.disk !== undefined && !existsSync(o.disk)) throw new UsageError('--disk', `--disk: no such file: ${o.disk}`);
-  const name = o.vm ?? 'vm';
+  // a libvirt domain's name is the natural name of its samples
+  const name = o.vm ?? o.libvirt ?? 'vm';
   // a name, never a path: `--kernel ../../etc` must not look for a build outside generated/
   if (o.kernel !== undefined && !isBuildName(o.kernel))
     throw new UsageError('--kernel', `--kernel: ${JSON.stringify(o.kernel)} is not a kernel release name (like 6.1.0-56-amd64: what \`uname -r\` prints in the guest)`);
@@ -220,11 +236,15 @@ async function targets(o: MonitorCliOptions, intervalMs: number, intervalGiven: 
     if (!/^\d+$/.test(o.xen) || domid < 1 || domid > 0x7fef) throw new UsageError('--xen', `--xen wants a guest domain id 1..32751, not '${o.xen}'`);
     return [vm({ ...base, backend: 'xen', domid })];
   }
+  if (o.libvirt) {
+    if (!DOMAIN_NAME.test(o.libvirt)) throw new UsageError('--libvirt', `--libvirt: ${JSON.stringify(o.libvirt)} is not a libvirt domain name`);
+    return [vm({ ...base, backend: 'libvirt', domain: o.libvirt, ...(o.connect !== undefined ? { uri: o.connect } : {}) })];
+  }
   if (o.qemu) {
     if (!o.memory) throw new UsageError('--memory', '--qemu needs --memory FILE too (the guest RAM file)');
     return [vm({ ...base, backend: 'qemu', qmp: o.qemu, memory: o.memory })];
   }
-  if (o.consistent) throw new UsageError('--consistent', '--consistent needs --qemu (a memory file alone cannot pause the guest)');
+  if (o.consistent) throw new UsageError('--consistent', '--consistent needs --qemu or --libvirt (a memory file alone cannot pause the guest)');
   return [vm({ ...base, backend: 'raw', memory: o.memory })];
 }
 

@@ -20,7 +20,7 @@ const DISKS = ['overlay', 'sparse-copy'] as const;
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 const IPV4_CIDR = /^\d{1,3}(\.\d{1,3}){3}(\/\d{1,2})?$/;
-const LEVEL = 'the container level reads registers through QMP and RAM from the memory file, for libvirt VMs too';
+const LEVEL = 'a QEMU started directly is read at the container level through its QMP socket and RAM file';
 const PID_OR_LIBVIRT = '"pid" of a QEMU process started directly, or "libvirt" with the domain name';
 
 /** Where the VM-level (cheap, every interval) statistics of an origin VM come from. */
@@ -36,9 +36,12 @@ function vmSchema(baseDir: string) {
     name: matching(NAME, "letters, digits, '.', '_' or '-'"),
     /** guest kernel release of the monitor build (generated/<release>/); absent: read from the guest */
     kernel: matching(/^\d+\.\d+[^\s/]*$/, 'a kernel release like 6.1.0-56-amd64').optional(),
-    /** QMP socket (registers, pause/resume) and guest RAM file: the container level, for every VM */
-    qmp: path(baseDir, `missing (${LEVEL})`),
-    memory: path(baseDir, `missing (${LEVEL})`),
+    /**
+     * QMP socket (registers, pause/resume) and guest RAM file: the container level of a QEMU started
+     * directly. A libvirt VM without them is read through libvirt's QMP passthrough and its shared RAM.
+     */
+    qmp: path(baseDir).optional(),
+    memory: path(baseDir).optional(),
     pid: int(1, 4194304).optional(),
     libvirt: text().optional(),
     uri: text().optional(),
@@ -57,6 +60,10 @@ function vmSchema(baseDir: string) {
     .superRefine((v, ctx) => {
       const bad = (field: string, message: string) => ctx.addIssue({ code: 'custom', path: [field], message });
       if (v.pid !== undefined && v.libvirt !== undefined) return bad('libvirt', `not with "pid" (give exactly one: ${PID_OR_LIBVIRT})`);
+      if (v.libvirt === undefined || v.qmp !== undefined || v.memory !== undefined)
+        for (const k of ['qmp', 'memory'] as const)
+          if (v[k] === undefined)
+            bad(k, v.libvirt === undefined ? `missing (${LEVEL})` : `missing (give "qmp" and "memory" together, or neither: the domain is then read through libvirt)`);
       if (v.pid !== undefined) {
         if (v.uri !== undefined) bad('uri', 'only with "libvirt" (the libvirt connection of the domain)');
         if (v.vcpus === undefined) bad('vcpus', 'missing (needed with "pid": VM-level CPU utilisation is CPU time / vCPUs)');

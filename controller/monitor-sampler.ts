@@ -132,9 +132,13 @@ export class MonitorSampler implements ContainerSampler {
 }
 
 /**
- * The target of an origin VM of `ciel autoscale`'s config: its container level is read through QEMU
- * (QMP socket + shared RAM file).
+ * The target of an origin VM of `ciel autoscale`'s config: its container level is read through QEMU's
+ * QMP socket and shared RAM file when the config gives them, else (a libvirt VM) through libvirt's QMP
+ * passthrough and the domain's shared RAM (vmi/libvirt-qmp.ts).
  */
-export function autoscaleTarget(v: Pick<AutoscaleVm, 'name' | 'kernel' | 'qmp' | 'memory'>): VmTarget {
-  return vmTarget({ name: v.name, backend: 'qemu', ...(v.kernel !== undefined ? { kernel: v.kernel } : {}), qmp: v.qmp, memory: v.memory });
+export function autoscaleTarget(v: Pick<AutoscaleVm, 'name' | 'kernel' | 'qmp' | 'memory'> & { stats?: AutoscaleVm['stats'] }): VmTarget {
+  const kernel = v.kernel !== undefined ? { kernel: v.kernel } : {};
+  if (v.qmp === undefined && v.memory === undefined && v.stats?.kind === 'libvirt')
+    return vmTarget({ name: v.name, backend: 'libvirt', ...kernel, domain: v.stats.domain, uri: v.stats.uri });
+  return vmTarget({ name: v.name, backend: 'qemu', ...kernel, ...(v.qmp !== undefined ? { qmp: v.qmp } : {}), ...(v.memory !== undefined ? { memory: v.memory } : {}) });
 }

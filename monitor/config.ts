@@ -1,17 +1,19 @@
 // The multi-VM configuration of `ciel monitor` as a daemon: which VMs, through which backend.
 //
 // JSON, validated by a zod schema (common/config-schema.ts); every error names the file and the field (e.g.
-// `ciel.json: vms[1].backend: must be one of qemu, vmcore, xen, raw (got "kvm")`).
+// `ciel.json: vms[1].backend: must be one of qemu, vmcore, xen, raw, libvirt (got "kvm")`).
+// A libvirt domain is `{"name": ..., "libvirt": "DOMAIN", "connect": "URI"}` (backend libvirt implied).
 // Unknown fields are errors too, so a typo ("intervall") does not pass silently.
 // Relative paths are resolved against the directory of the config file.
 // (YAML was not worth a dependency: the file is small and generated or hand-written once.)
 
 import { dirname, resolve } from 'node:path';
 import { z } from 'zod';
-import { int, list, matching, num, oneOf, parseJson, parseWith, path, readConfigText, strictObject } from '../common/config-schema.ts';
+import { DOMAIN_NAME } from '../vmi/target.ts';
+import { int, list, matching, num, oneOf, parseJson, parseWith, path, readConfigText, strictObject, text } from '../common/config-schema.ts';
 
 
-export const BACKENDS = ['qemu', 'vmcore', 'xen', 'raw'] as const;
+export const BACKENDS = ['qemu', 'vmcore', 'xen', 'raw', 'libvirt'] as const;
 export type BackendKind = (typeof BACKENDS)[number];
 
 export const DEFAULT_INTERVAL = 1;
@@ -22,6 +24,7 @@ const REQUIRED = {
   vmcore: ['vmcore'],
   xen: ['domid'],
   raw: ['memory'],
+  libvirt: ['libvirt'],
 } as const satisfies Record<BackendKind, readonly string[]>;
 /** fields that make no sense for a backend (probably a mistake) */
 const ONLY_FOR = {
@@ -29,6 +32,8 @@ const ONLY_FOR = {
   memory: ['qemu', 'raw'],
   vmcore: ['vmcore'],
   domid: ['xen'],
+  libvirt: ['libvirt'],
+  connect: ['libvirt'],
 } as const satisfies Record<string, readonly BackendKind[]>;
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
@@ -39,7 +44,8 @@ function vmSchema(baseDir: string) {
   return strictObject({
     /** unique; used in metrics labels and the live view */
     name: matching(NAME, "letters, digits, '.', '_' or '-'"),
-    backend: oneOf(BACKENDS),
+    /** absent with "libvirt": libvirt */
+    backend: oneOf(BACKENDS).optional(),
     /** QMP socket path (qemu) */
     qmp: path(baseDir).optional(),
     /** guest RAM file: the shared memory-backend-file (qemu) or a raw dump (raw) */
@@ -48,19 +54,28 @@ function vmSchema(baseDir: string) {
     vmcore: path(baseDir).optional(),
     /** Xen domain id (xen) */
     domid: int(1, 0x7fef, 'a guest domain id, an integer 1..32751').optional(),
+    /** libvirt domain name (libvirt): RAM from its QEMU process, QMP through libvirt's passthrough */
+    libvirt: matching(DOMAIN_NAME, "a libvirt domain name (no '/', not starting with '-')").optional(),
+    /** libvirt connection URI (libvirt; default qemu:///system) */
+    connect: text().optional(),
     /** guest kernel release, e.g. 6.1.0-56-amd64; absent: read from the guest */
     kernel: matching(RELEASE, 'a kernel release like 6.1.0-56-amd64').optional(),
     /** guest disk image (raw or qcow2) to read container names from */
     disk: path(baseDir).optional(),
     /** seconds between samples */
     interval: num('a number of seconds between 0.01 and 86400').min(0.01).max(86400).default(DEFAULT_INTERVAL),
-  }).superRefine((v, ctx) => {
-    const needs: readonly string[] = REQUIRED[v.backend];
-    for (const k of needs)
-      if (v[k as keyof typeof v] === undefined) ctx.addIssue({ code: 'custom', path: [k], message: `missing (backend ${v.backend} needs ${needs.join(' and ')})` });
-    for (const [k, kinds] of Object.entries(ONLY_FOR) as [keyof typeof ONLY_FOR, readonly BackendKind[]][])
-      if (v[k] !== undefined && !kinds.includes(v.backend)) ctx.addIssue({ code: 'custom', path: [k], message: `not used by backend ${v.backend} (only by ${kinds.join(', ')})` });
-  });
+  })
+    .superRefine((v, ctx) => {
+      const backend = v.backend ?? (v.libvirt !== undefined ? 'libvirt' : undefined);
+      if (!backend) return ctx.addIssue({ code: 'custom', path: ['backend'], message: 'missing' });
+      const needs: readonly string[] = REQUIRED[backend];
+      for (const k of needs)
+        if (v[k as keyof typeof v] === undefined) ctx.addIssue({ code: 'custom', path: [k], message: `missing (backend ${backend} needs ${needs.join(' and ')})` });
+      for (const [k, kinds] of Object.entries(ONLY_FOR) as [keyof typeof ONLY_FOR, readonly BackendKind[]][])
+        if (v[k] !== undefined && !kinds.includes(backend)) ctx.addIssue({ code: 'custom', path: [k], message: `not used by backend ${backend} (only by ${kinds.join(', ')})` });
+    })
+    // the refinement above guarantees a backend
+    .transform((v) => ({ ...v, backend: (v.backend ?? 'libvirt') as BackendKind }));
 }
 
 /** The whole file: `{"vms": [...]}`. */

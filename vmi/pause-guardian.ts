@@ -1,14 +1,16 @@
 // Whoever pauses a VM must be sure it runs again, even if this process dies inside the pause (SIGKILL,
 // the OOM killer): a tiny guardian process owns every pause. Before QMP `stop` the session writes
-// `P <qmp socket>` down a pipe to it (and waits until the line is in the kernel's pipe buffer), after
-// `cont` it writes `R <qmp socket>`. When the pipe ends -- this process exited or was killed -- the
-// guardian connects to each socket still marked paused and sends `cont`, then exits. QMP serves one
-// client at a time, and a dead process's connection is closed by the kernel, so the guardian gets in.
+// `P <how to resume>` down a pipe to it (and waits until the line is in the kernel's pipe buffer), after
+// `cont` it writes `R <how to resume>`. When the pipe ends -- this process exited or was killed -- the
+// guardian sends `cont` to each VM still marked paused, then exits: over its QMP socket (QMP serves one
+// client at a time, and a dead process's connection is closed by the kernel, so the guardian gets in), or
+// for a libvirt domain through libvirt's monitor passthrough (`virsh qemu-monitor-command`).
 // It is plain JavaScript run by `node -e`: no file to find, whether Ciel runs from dist/ or from source.
 import { spawn, type ChildProcess } from 'node:child_process';
 
 const GUARDIAN = String.raw`
 const net = require('node:net');
+const { execFile } = require('node:child_process');
 const paused = new Set();
 let buf = '';
 // a Ctrl-C meant for ciel must not stop the one process that resumes its VMs
@@ -19,17 +21,24 @@ process.stdin.on('data', (d) => {
   for (let i; (i = buf.indexOf('\n')) >= 0; ) {
     const line = buf.slice(0, i);
     buf = buf.slice(i + 1);
-    const sock = JSON.parse(line.slice(2));
-    if (line[0] === 'P') paused.add(sock); else paused.delete(sock);
+    const key = line.slice(2);
+    if (line[0] === 'P') paused.add(key); else paused.delete(key);
   }
 });
 process.stdin.on('end', async () => {
-  for (const sock of paused) {
-    const ok = await cont(sock);
-    process.stderr.write('ciel pause guardian: ' + (ok ? 'resumed ' : 'could NOT resume ') + sock + ' (its ciel process ended inside a pause)\n');
+  for (const key of paused) {
+    const via = JSON.parse(key);
+    const ok = via.libvirt ? await virshCont(via.libvirt) : await cont(via.qmp);
+    const what = via.libvirt ? 'libvirt domain ' + via.libvirt.domain : via.qmp;
+    process.stderr.write('ciel pause guardian: ' + (ok ? 'resumed ' : 'could NOT resume ') + what + ' (its ciel process ended inside a pause)\n');
   }
   process.exit(0);
 });
+function virshCont(d) {
+  return new Promise((done) =>
+    execFile('virsh', ['-c', d.uri, 'qemu-monitor-command', d.domain, '{"execute":"cont"}'], { timeout: 20000 }, (err, out) =>
+      done(!err && String(out).includes('"return"'))));
+}
 function cont(sock) {
   const deadline = Date.now() + 20000;
   return new Promise((done) => {
@@ -73,8 +82,14 @@ function tell(line: string): Promise<void> {
   return new Promise((resolve, reject) => g.stdin!.write(line, (e) => (e ? reject(e) : resolve())));
 }
 
+/** How the guardian reaches a VM to resume it: its QMP socket, or a libvirt domain (monitor passthrough). */
+export type ResumeVia = { qmp: string } | { libvirt: { uri: string; domain: string } };
+
+// one key per VM: the same object always gives the same line
+const key = (v: ResumeVia): string => JSON.stringify('qmp' in v ? { qmp: v.qmp } : { libvirt: { uri: v.libvirt.uri, domain: v.libvirt.domain } });
+
 /** Call before QMP `stop`: resolves once the guardian is sure to learn of the pause even if we die now. */
-export const guardPause = (qmpSocket: string): Promise<void> => tell(`P ${JSON.stringify(qmpSocket)}\n`);
+export const guardPause = (via: ResumeVia): Promise<void> => tell(`P ${key(via)}\n`);
 
 /** Call after QMP `cont` answered. */
-export const releasePause = (qmpSocket: string): Promise<void> => tell(`R ${JSON.stringify(qmpSocket)}\n`);
+export const releasePause = (via: ResumeVia): Promise<void> => tell(`R ${key(via)}\n`);

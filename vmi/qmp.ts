@@ -5,6 +5,7 @@
 import { EventEmitter } from 'node:events';
 import { connect, type Socket } from 'node:net';
 import { CielError } from '../common/errors.ts';
+import type { ResumeVia } from './pause-guardian.ts';
 
 /** QEMU refused a command, the socket is gone, or an answer did not come in time. */
 export class QmpError extends CielError {
@@ -60,7 +61,56 @@ export function parseInfoRegisters(text: string): VcpuRegisters[] {
   return out;
 }
 
-export class QmpClient extends EventEmitter {
+/**
+ * What Ciel asks of a QEMU monitor, whatever carries it: the QMP socket itself (QmpClient) or libvirt's
+ * monitor passthrough (LibvirtQmp, ./libvirt-qmp.ts). A transport implements execute/close/closed and
+ * emits 'event' (QmpEvent: RESET, SHUTDOWN, STOP, ...) and 'close' (why: string); the helpers are shared.
+ */
+export abstract class QmpTransport extends EventEmitter {
+  /** names the monitor in messages: the socket path, or the libvirt domain and its URI */
+  abstract readonly socketPath: string;
+  /** who resumes a paused guest if this process dies inside a pause (vmi/pause-guardian.ts) */
+  abstract readonly resumeVia: ResumeVia;
+  /** true once QEMU is gone (or close() was called) */
+  abstract readonly closed: boolean;
+  abstract execute<T = unknown>(command: string, args?: Record<string, unknown>, timeoutMs?: number): Promise<T>;
+  abstract close(): void;
+
+  /** Run a human monitor command and return its text output. */
+  hmp(commandLine: string, timeoutMs = 5000): Promise<string> {
+    return this.execute<string>('human-monitor-command', { 'command-line': commandLine }, timeoutMs);
+  }
+
+  async queryStatus(): Promise<RunStatus> {
+    const r = await this.execute<{ status: string; running: boolean }>('query-status');
+    return { status: r.status, running: r.running };
+  }
+
+  /** Pause all vCPUs; returns the round-trip time in ms. */
+  async stop(): Promise<number> {
+    const t = performance.now();
+    await this.execute('stop');
+    return performance.now() - t;
+  }
+
+  /** Resume all vCPUs; returns the round-trip time in ms. */
+  async cont(): Promise<number> {
+    const t = performance.now();
+    await this.execute('cont');
+    return performance.now() - t;
+  }
+
+  /** CR3/CR4 of every vCPU (QEMU 7.2: `info registers -a` through HMP), with the time taken. */
+  async registers(): Promise<{ vcpus: VcpuRegisters[]; ms: number }> {
+    const t = performance.now();
+    const text = await this.hmp('info registers -a');
+    const vcpus = parseInfoRegisters(text);
+    if (vcpus.length === 0) throw new QmpError(this.socketPath, 'info registers -a', `no CR3/CR4 in output: ${text.slice(0, 200)}`);
+    return { vcpus, ms: performance.now() - t };
+  }
+}
+
+export class QmpClient extends QmpTransport {
   private sock: Socket | null = null;
   private buf = '';
   private nextId = 1;
@@ -69,8 +119,11 @@ export class QmpClient extends EventEmitter {
   /** the greeting's version, e.g. { qemu: { major: 7, minor: 2, micro: 0 } } */
   version: unknown = null;
 
+  readonly resumeVia: ResumeVia;
+
   private constructor(readonly socketPath: string) {
     super();
+    this.resumeVia = { qmp: socketPath };
   }
 
   /** Connect, read the greeting, negotiate capabilities. */
@@ -182,39 +235,6 @@ export class QmpClient extends EventEmitter {
       this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject, cmd: command, timer });
       sock.write(JSON.stringify(args ? { execute: command, arguments: args, id } : { execute: command, id }) + '\n');
     });
-  }
-
-  /** Run a human monitor command and return its text output. */
-  hmp(commandLine: string, timeoutMs = 5000): Promise<string> {
-    return this.execute<string>('human-monitor-command', { 'command-line': commandLine }, timeoutMs);
-  }
-
-  async queryStatus(): Promise<RunStatus> {
-    const r = await this.execute<{ status: string; running: boolean }>('query-status');
-    return { status: r.status, running: r.running };
-  }
-
-  /** Pause all vCPUs; returns the round-trip time in ms. */
-  async stop(): Promise<number> {
-    const t = performance.now();
-    await this.execute('stop');
-    return performance.now() - t;
-  }
-
-  /** Resume all vCPUs; returns the round-trip time in ms. */
-  async cont(): Promise<number> {
-    const t = performance.now();
-    await this.execute('cont');
-    return performance.now() - t;
-  }
-
-  /** CR3/CR4 of every vCPU (QEMU 7.2: `info registers -a` through HMP), with the time taken. */
-  async registers(): Promise<{ vcpus: VcpuRegisters[]; ms: number }> {
-    const t = performance.now();
-    const text = await this.hmp('info registers -a');
-    const vcpus = parseInfoRegisters(text);
-    if (vcpus.length === 0) throw new QmpError(this.socketPath, 'info registers -a', `no CR3/CR4 in output: ${text.slice(0, 200)}`);
-    return { vcpus, ms: performance.now() - t };
   }
 
   close(): void {

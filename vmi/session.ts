@@ -2,10 +2,10 @@
 // (controller/monitor-sampler.ts, MonitorSampler) read a guest.
 //
 // API (stable: other parts build on it):
-//   const s = new VmSession(target)        // a VmTarget (vmi/target.ts): qemu, raw, vmcore or xen
+//   const s = new VmSession(target)        // a VmTarget (vmi/target.ts): qemu, libvirt, raw, vmcore or xen
 //   await s.attach()                       // backend + the monitor built for the kernel, slots moved by
 //                                          // the KASLR slide; failure: VmError "NAME: cannot attach: ..."
-//   await s.sample({ consistent: true })   // paused around the read (QMP stop/cont, xc_domain_pause)
+//   await s.sample({ consistent: true })   // paused around the read (QMP stop/cont, also through libvirt; xc_domain_pause)
 //                                          // where the backend can pause; pause_us then set
 //   await s.sample()                       // a baseline read: never paused
 //   await s.recover(err)                   // after a failed sample: 'refreshed' | 'kept' | 'reset' |
@@ -29,6 +29,7 @@ import type { MemoryBackend } from './backends/backend.ts';
 import { ElfCoreBackend } from './backends/elf-core.ts';
 import { GuestStateError, QemuLiveBackend } from './backends/qemu-live.ts';
 import { RawFileBackend } from './backends/raw-file.ts';
+import { openLibvirtBackend } from './backends/libvirt-live.ts';
 import { XenBackend } from './backends/xen.ts';
 import { GuestMonitor } from './guest-monitor.ts';
 import { parseVmcoreinfo } from './kaslr.ts';
@@ -127,6 +128,8 @@ async function openBackend(t: VmTarget): Promise<MemoryBackend> {
   switch (t.backend) {
     case 'qemu':
       return QemuLiveBackend.open({ memFile: t.memory, qmpSocket: t.qmp, vm: t.name });
+    case 'libvirt':
+      return openLibvirtBackend({ vm: t.name, domain: t.domain, uri: t.uri });
     case 'raw':
       return RawFileBackend.openWithVmcoreinfo(t.memory);
     case 'vmcore':

@@ -3,8 +3,14 @@
 // (monitor/config.ts, controller/config.ts) stay what the user writes; they map to this.
 import { VmError } from '../common/errors.ts';
 
-export const BACKEND_KINDS = ['qemu', 'vmcore', 'xen', 'raw'] as const;
-/** Where guest memory comes from: a live QEMU, an ELF dump, a Xen domain, a raw physical-memory file. */
+/** libvirt's system connection: where `ciel monitor --libvirt` and config entries look without a URI */
+export const DEFAULT_LIBVIRT_URI = 'qemu:///system';
+
+/** a libvirt domain name: no '/' (libvirt refuses it), not starting with '-' (virsh would take it for an option) */
+export const DOMAIN_NAME = /^[^-/\s][^/]*$/;
+
+export const BACKEND_KINDS = ['qemu', 'libvirt', 'vmcore', 'xen', 'raw'] as const;
+/** Where guest memory comes from: a live QEMU, a libvirt domain, an ELF dump, a Xen domain, a raw physical-memory file. */
 export type BackendKind = (typeof BACKEND_KINDS)[number];
 
 interface Common {
@@ -22,6 +28,17 @@ export interface QemuVmTarget extends Common {
   backend: 'qemu';
   qmp: string;
   memory: string;
+}
+
+/**
+ * A running libvirt domain: RAM found from its QEMU process (file or memfd memory backing, shared),
+ * QMP through libvirt's monitor passthrough (vmi/libvirt-qmp.ts), so libvirt keeps its QMP socket.
+ */
+export interface LibvirtVmTarget extends Common {
+  backend: 'libvirt';
+  domain: string;
+  /** libvirt connection URI, e.g. qemu:///system */
+  uri: string;
 }
 
 /** A raw physical-memory file (no CPU state: the page tables come from the VMCOREINFO in its RAM). */
@@ -42,7 +59,7 @@ export interface XenVmTarget extends Common {
   domid: number;
 }
 
-export type VmTarget = QemuVmTarget | RawVmTarget | VmcoreVmTarget | XenVmTarget;
+export type VmTarget = QemuVmTarget | LibvirtVmTarget | RawVmTarget | VmcoreVmTarget | XenVmTarget;
 
 /** The loosely typed fields a config file or the command line gives (every backend's fields optional). */
 export interface VmTargetFields {
@@ -53,11 +70,14 @@ export interface VmTargetFields {
   memory?: string;
   vmcore?: string;
   domid?: number;
+  /** libvirt domain name and connection URI */
+  domain?: string;
+  uri?: string;
 }
 
 /** Only live backends can stop the vCPUs around a read; a dump or a raw file is read as it is. */
 export function canPause(kind: BackendKind): boolean {
-  return kind === 'qemu' || kind === 'xen';
+  return kind === 'qemu' || kind === 'libvirt' || kind === 'xen';
 }
 
 /** A VmTarget from loose fields; a field the backend needs and lacks is a VmError naming the VM. */
@@ -70,6 +90,9 @@ export function vmTarget(f: VmTargetFields): VmTarget {
     case 'qemu':
       if (!f.qmp || !f.memory) need('a QMP socket and a memory file');
       return { name: f.name, backend: 'qemu', ...kernel, qmp: f.qmp!, memory: f.memory! };
+    case 'libvirt':
+      if (!f.domain) need('a domain name');
+      return { name: f.name, backend: 'libvirt', ...kernel, domain: f.domain!, uri: f.uri ?? DEFAULT_LIBVIRT_URI };
     case 'raw':
       if (!f.memory) need('a memory file');
       return { name: f.name, backend: 'raw', ...kernel, memory: f.memory! };

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { loadAutoscaleConfig, parseAutoscaleConfig, validateAutoscaleConfig } from '../../controller/config.ts';
+import { autoscaleTarget } from '../../controller/monitor-sampler.ts';
 import { BadInputError } from '../../common/errors.ts';
 
 const FILE = '/etc/ciel/autoscale.json';
@@ -109,10 +110,19 @@ describe('ciel autoscale config: errors name the file and the field', () => {
     expect(err(cfg((x) => (x.vms[0].pid = 0)))).toBe(`${FILE}: vms[0].pid: must be an integer 1..4194304 (got number 0)`);
   });
 
-  it('a libvirt VM still needs qmp and memory for the container level', () => {
-    expect(err(cfg((x) => (x.vms[0] = { name: 'a', kernel: '6.1.0-56-amd64', memory: '/m', libvirt: 'a' })))).toBe(
-      `${FILE}: vms[0].qmp: missing (the container level reads registers through QMP and RAM from the memory file, for libvirt VMs too)`,
+  it('qmp and memory: needed with "pid"; with "libvirt" both or neither (then read through libvirt)', () => {
+    expect(err(cfg((x) => delete x.vms[0].qmp))).toBe(
+      `${FILE}: vms[0].qmp: missing (a QEMU started directly is read at the container level through its QMP socket and RAM file)`,
     );
+    expect(err(cfg((x) => (x.vms[0] = { name: 'a', kernel: '6.1.0-56-amd64', memory: '/m', libvirt: 'a' })))).toBe(
+      `${FILE}: vms[0].qmp: missing (give "qmp" and "memory" together, or neither: the domain is then read through libvirt)`,
+    );
+    const c = validateAutoscaleConfig(cfg((x) => (x.vms[0] = { name: 'a', libvirt: 'dom-a', uri: 'qemu:///session' })), FILE);
+    expect(c.vms[0]).toEqual({ name: 'a', names: {}, stats: { kind: 'libvirt', domain: 'dom-a', uri: 'qemu:///session' } });
+    expect(autoscaleTarget(c.vms[0]!)).toEqual({ name: 'a', backend: 'libvirt', domain: 'dom-a', uri: 'qemu:///session' });
+    // a libvirt VM with its own QMP socket for Ciel keeps using it
+    const d = validateAutoscaleConfig(cfg((x) => (x.vms[0] = { name: 'b', kernel: '6.1.0-56-amd64', qmp: '/q', memory: '/m', libvirt: 'b' })), FILE);
+    expect(autoscaleTarget(d.vms[0]!)).toEqual({ name: 'b', backend: 'qemu', kernel: '6.1.0-56-amd64', qmp: '/q', memory: '/m' });
   });
 
   it('VM names, kernels, duplicate names and service names shared by two VMs', () => {

@@ -46,7 +46,7 @@ describe('config', () => {
     expect(err({ vms: {} })).toBe(`${F}: vms: must be an array (got an object)`);
     // every wrong field is named: the unknown one first, the others on lines of their own
     expect(err({ vms: [], extra: 1 })).toBe(`${F}: extra: unknown field (expected only "vms")\n  also vms: must list at least one VM`);
-    expect(err(vm({ backend: 'kvm' }))).toBe(`${F}: vms[0].backend: must be one of qemu, vmcore, xen, raw (got "kvm")`);
+    expect(err(vm({ backend: 'kvm' }))).toBe(`${F}: vms[0].backend: must be one of qemu, vmcore, xen, raw, libvirt (got "kvm")`);
     expect(err(vm({ name: undefined }))).toBe(`${F}: vms[0].name: missing`);
     expect(err(vm({ name: 'a b' }))).toBe(`${F}: vms[0].name: must be letters, digits, '.', '_' or '-' (got "a b")`);
     expect(err(vm({ kernel: 6 }))).toBe(`${F}: vms[0].kernel: must be a non-empty string (got number 6)`);

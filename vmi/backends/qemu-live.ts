@@ -1,11 +1,12 @@
 // Memory backend: a live QEMU guest; guest RAM is a shared host file (`-object memory-backend-file,share=on,mem-path=...`),
-// mapped read-only here (mmap.ts); registers and pause/resume go through QMP.
+// mapped read-only here (mmap.ts); registers and pause/resume go through QMP: its socket, or libvirt's
+// monitor passthrough for a libvirt domain (libvirt-live.ts opens it with a LibvirtQmp).
 import { statSync } from 'node:fs';
 import koffi from 'koffi';
 import { mapFileReadOnly, type FileMapping } from './mmap.ts';
 import { BadInputError, CielError, VmError } from '../../common/errors.ts';
 import { guardPause, releasePause } from '../pause-guardian.ts';
-import { QmpClient, QmpError, type QmpEvent, type RunStatus, type VcpuRegisters } from '../qmp.ts';
+import { QmpClient, QmpError, type QmpEvent, type QmpTransport, type RunStatus, type VcpuRegisters } from '../qmp.ts';
 import type { GuestRegisters, MemoryBackend, PhysRange } from './backend.ts';
 import { kernelRoot } from '../kernel-root.ts';
 
@@ -40,8 +41,10 @@ export function qemuRamLayout(ramBytes: bigint, machine: QemuMachine = 'pc'): { 
 export interface QemuLiveOptions {
   /** the memory-backend file, e.g. /dev/shm/ciel-<name> */
   memFile: string;
-  /** QMP unix socket */
-  qmpSocket: string;
+  /** QMP unix socket (connected here), or */
+  qmpSocket?: string;
+  /** an open QMP transport (libvirt's passthrough); closed with the backend, also when open() fails */
+  qmp?: QmpTransport;
   /** guest RAM size; default: the file's size */
   ramBytes?: bigint;
   machine?: QemuMachine;
@@ -79,7 +82,7 @@ export class QemuLiveBackend implements MemoryBackend {
   readonly vm: string;
 
   private constructor(
-    readonly qmp: QmpClient,
+    readonly qmp: QmpTransport,
     readonly memFile: string,
     map: FileMapping,
     layout: { gpa: bigint; fileOffset: bigint; length: bigint }[],
@@ -102,6 +105,8 @@ export class QemuLiveBackend implements MemoryBackend {
   /** Throws GuestStateError when QEMU has exited or the guest was reset since open (cheap: no QMP round trip). */
   checkAlive(): void {
     this.assertOpen();
+    // a transport without a connection to watch (libvirt) checks QEMU's pid here, and emits 'close'
+    if (this.qmp.closed) this.goneReason ??= 'QEMU exited';
     if (this.goneReason) throw new GuestStateError(this.vm, 'gone', `QEMU is gone: ${this.goneReason}`);
     this.assertNotReset();
   }
@@ -113,13 +118,19 @@ export class QemuLiveBackend implements MemoryBackend {
     try {
       size = statSync(opts.memFile, { bigint: true }).size;
     } catch (e) {
+      opts.qmp?.close();
       throw new BadInputError(opts.memFile, `guest memory file missing (${(e as Error).message}); is QEMU started with -object memory-backend-file,share=on,mem-path=...?`);
     }
     const ram = opts.ramBytes ?? size;
-    if (ram <= 0n) throw new BadInputError(opts.memFile, 'guest memory file is empty');
-    if (size < ram) throw new BadInputError(opts.memFile, `guest memory file is ${size} bytes, smaller than the ${ram} bytes of guest RAM`);
+    const bad = (why: string) => {
+      opts.qmp?.close();
+      return new BadInputError(opts.memFile, why);
+    };
+    if (ram <= 0n) throw bad('guest memory file is empty');
+    if (size < ram) throw bad(`guest memory file is ${size} bytes, smaller than the ${ram} bytes of guest RAM`);
     const layout = qemuRamLayout(ram, opts.machine ?? 'pc');
-    const qmp = await QmpClient.connect(opts.qmpSocket);
+    if (!opts.qmp && !opts.qmpSocket) throw new CielError(`${vm}: neither a QMP socket nor a QMP transport`);
+    const qmp = opts.qmp ?? (await QmpClient.connect(opts.qmpSocket!));
     let map: FileMapping;
     try {
       map = mapFileReadOnly(opts.memFile, 0, Number(ram));
@@ -194,7 +205,7 @@ export class QemuLiveBackend implements MemoryBackend {
   async pause(): Promise<boolean> {
     const st = await this.status();
     if (st.status !== 'running') return false;
-    await guardPause(this.qmp.socketPath);
+    await guardPause(this.qmp.resumeVia);
     this.pausedAt = performance.now();
     try {
       this.pauseStopMs = await this.qmp.stop();
@@ -212,7 +223,7 @@ export class QemuLiveBackend implements MemoryBackend {
     } catch (e) {
       throw this.gone(e);
     }
-    await releasePause(this.qmp.socketPath).catch(() => {}); // worst case the guardian sends a harmless second cont
+    await releasePause(this.qmp.resumeVia).catch(() => {}); // worst case the guardian sends a harmless second cont
     if (this.pausedAt) {
       this.lastPause = { stopMs: this.pauseStopMs, contMs, pausedMs: performance.now() - this.pausedAt };
       this.pausedAt = 0;
