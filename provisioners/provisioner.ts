@@ -46,6 +46,9 @@ export interface Vm {
   pid?: number;
   /** guest RAM file, readable by the monitor, while running (when known) */
   ramFile?: string;
+  /** a second QMP socket left free for `ciel monitor --qemu` (QMP serves one client per socket and the
+   * provisioner holds the first), while running (QEMU-direct) */
+  monitorQmp?: string;
 }
 
 export interface Timings {

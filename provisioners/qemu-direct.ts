@@ -130,6 +130,7 @@ export class QemuDirectVms implements VmBackend {
   private async take(vm: Vm, pid: number, mac: string | undefined): Promise<boolean> {
     if (this.recs.has(vm.name)) throw new ProvisionError(vm.name, 'adopt', `VM ${vm.name} is already managed by this provisioner`);
     const r: Rec = { vm, mac: mac ?? newMac(), qmpPath: join(this.dir, `${vm.name}.qmp`), ctlPath: join(this.dir, `${vm.name}.ctl`), adopted: pid, stderr: '' };
+    if (existsSync(this.monitorQmpPath(vm.name))) vm.monitorQmp = this.monitorQmpPath(vm.name);
     try {
       r.qmp = await QmpClient.connect(r.qmpPath, 5000);
       const st = await r.qmp.queryStatus();
@@ -192,8 +193,13 @@ export class QemuDirectVms implements VmBackend {
     return { vm, clone_ms: performance.now() - t0 };
   }
 
+  private monitorQmpPath(name: string): string {
+    return join(this.dir, `${name}.monitor.qmp`);
+  }
+
   private args(r: Rec): string[] {
     const { vm } = r;
+    vm.monitorQmp = this.monitorQmpPath(vm.name);
     const s = vm.spec;
     const a = [
       '-name', vm.name,
@@ -208,6 +214,8 @@ export class QemuDirectVms implements VmBackend {
       '-serial', `file:${vm.serialLog}`,
       '-drive', `file=${vm.disk},format=qcow2,if=virtio,cache=unsafe`,
       '-qmp', `unix:${r.qmpPath},server=on,wait=off`,
+      // the second QMP socket is the user's (ciel monitor); the first stays the provisioner's
+      '-qmp', `unix:${this.monitorQmpPath(vm.name)},server=on,wait=off`,
       '-chardev', `socket,id=ctl0,path=${r.ctlPath},server=on,wait=off`,
       '-device', 'isa-serial,chardev=ctl0',
     ];
@@ -332,6 +340,8 @@ export class QemuDirectVms implements VmBackend {
     r.adopted = undefined;
     r.vm.pid = undefined;
     if (r.vm.ramFile) rmSync(r.vm.ramFile, { force: true });
+    rmSync(this.monitorQmpPath(r.vm.name), { force: true });
+    r.vm.monitorQmp = undefined;
     rmSync(r.qmpPath, { force: true });
     rmSync(r.ctlPath, { force: true });
   }

@@ -9,6 +9,7 @@ import { cacheDir } from '../../common/cache.ts';
 import { ensureTestGuest, type TestGuest } from '../../testbed/minimal-guest.ts';
 import type { VmSpec } from '../../provisioners/provisioner.ts';
 import { QemuDirectProvisioner } from '../../provisioners/qemu-direct.ts';
+import { QmpClient } from '../../vmi/qmp.ts';
 
 let guest: TestGuest;
 let prov: QemuDirectProvisioner;
@@ -40,6 +41,11 @@ describe('QEMU-direct provisioner', () => {
     expect(statSync(dirname(a.vm.ramFile!)).mode & 0o777).toBe(0o700);
     expect(dirname(a.vm.ramFile!)).toBe(`/dev/shm/ciel-${process.getuid!()}`);
     expect(statSync(dirname(a.vm.disk)).mode & 0o777).toBe(0o700);
+    // a second QMP socket is free for `ciel monitor` while the provisioner holds the first
+    expect(a.vm.monitorQmp).toMatch(/\/ciel-qd-web-1\.monitor\.qmp$/);
+    const userQmp = await QmpClient.connect(a.vm.monitorQmp!, 5000);
+    expect((await userQmp.queryStatus()).running).toBe(true);
+    userQmp.close();
     timings.clone_ms = Math.round(a.clone_ms);
     timings.boot_ms = Math.round(a.boot_ms);
 
