@@ -152,7 +152,7 @@ async function main(): Promise<void> {
   const afterFrom = firstServed + SETTLE_MS;
   const afterTo = afterFrom + AFTER_MS;
   await sleep(afterTo - Date.now() + 1_500);
-  const replicaContainers = (await s.replicas.clone(tl.replica)!.guest.must(`docker ps --format '{{.Names}}'`)).trim().split('\n');
+  const replicaContainers = (await s.replicas.clone(tl.replica)!.guest.must(`docker ps --format '{{.Names}}'`, 200_000)).trim().split('\n');
   const lbBackends = await s.lb.counts();
   const markers: PlotMarker[] = [
     { x: s.since(tl.at.detected), label: 'VM hot', color: '#d62728' },

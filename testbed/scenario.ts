@@ -15,6 +15,8 @@ import { MonitorSampler } from '../controller/monitor-sampler.ts';
 import { ProcVmStats } from '../controller/proc-vm-stats.ts';
 import { TrackingProvisioner, addressOf } from '../controller/tracking-provisioner.ts';
 import { timeline, type TimedEvent, type ScaleOutTimeline } from '../controller/scale-out-timeline.ts';
+import { cleanupSteps } from './cleanup.ts';
+import { EventLog } from './event-log.ts';
 import { IpvsVmBalancer } from './lb/ipvs-vm.ts';
 import { L2Segment } from './lb/netns.ts';
 import { ensureTestGuest, type TestGuest } from './minimal-guest.ts';
@@ -106,7 +108,8 @@ export interface Tick {
 }
 
 export class Scenario {
-  readonly events: TimedEvent[] = [];
+  private readonly eventLog = new EventLog();
+  readonly events: TimedEvent[] = this.eventLog.events;
   readonly ticks: Tick[] = [];
   readonly t0 = Date.now();
   origin!: Guest;
@@ -330,22 +333,12 @@ export class Scenario {
     return (await setLoad(this.origin, name, vcpus)).sentAt;
   }
 
-  /** The first matching event at or after `from` (host ms). */
   find(pred: (e: ControllerEvent) => boolean, from = 0): TimedEvent | undefined {
-    return this.events.find((x) => x.at >= from && pred(x.e));
+    return this.eventLog.find(pred, from);
   }
 
-  async waitFor<T>(fn: () => T | undefined | false, ms: number, what: string): Promise<T> {
-    const end = Date.now() + ms;
-    for (;;) {
-      const v = fn();
-      if (v) return v;
-      if (Date.now() > end) {
-        const tail = this.events.slice(-6).map((x) => JSON.stringify(x.e)).join('\n');
-        throw new Error(`timed out after ${ms} ms waiting for ${what}; last events:\n${tail}`);
-      }
-      await new Promise((r) => setTimeout(r, 100));
-    }
+  waitFor<T>(fn: () => T | undefined | false, ms: number, what: string): Promise<T> {
+    return this.eventLog.waitFor(fn, ms, what);
   }
 
   /**
@@ -405,13 +398,7 @@ export class Scenario {
     this.closed = true;
     this.ac.abort();
     if (this.tickTimer) clearTimeout(this.tickTimer);
-    const step = async (what: string, f: () => Promise<unknown> | unknown) => {
-      try {
-        await f();
-      } catch (e) {
-        this.log(`cleanup: ${what}: ${(e as Error).message}`);
-      }
-    };
+    const step = cleanupSteps(this.log);
     await step('controller', async () => {
       if (this.loop) await Promise.race([this.loop, new Promise((r) => setTimeout(r, 5_000))]);
     });

@@ -59,7 +59,7 @@ describe('real HTTP traffic through IPVS into real Docker containers', () => {
     // only web was ever decided on; the replica runs web and nothing else (docker's view and Ciel's)
     expect(x.events.filter((t) => t.e.type === 'decision').map((t) => (t.e.type === 'decision' ? t.e.container : ''))).toEqual(['web']);
     const clone = x.replicas.clone(replica)!;
-    expect((await clone.guest.must(`docker ps --format '{{.Names}}'`)).trim().split('\n')).toEqual(['web']);
+    expect((await clone.guest.must(`docker ps --format '{{.Names}}'`, 200_000)).trim().split('\n')).toEqual(['web']);
     const seen = x.ticks.filter((t) => t.at > afterFrom && t.vms[replica]).map((t) => Object.keys(t.vms[replica]!).sort().join(','));
     expect(new Set(seen)).toEqual(new Set(['web']));
 

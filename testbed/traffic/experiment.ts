@@ -20,6 +20,8 @@ import type { Vm, VmSpec } from '../../provisioners/provisioner.ts';
 import type { Sample } from '../../vmi/sample.ts';
 import { cloneAndBoot, type DockerClone } from '../docker-guest/clone.ts';
 import { directRoutingFiles } from '../docker-guest/direct-routing.ts';
+import { cleanupSteps } from '../cleanup.ts';
+import { EventLog } from '../event-log.ts';
 import { IpvsVmBalancer } from '../lb/ipvs-vm.ts';
 import { L2Segment } from '../lb/netns.ts';
 import { DockerReplicaProvisioner } from './docker-replicas.ts';
@@ -103,7 +105,8 @@ export interface TrafficOptions {
 }
 
 export class TrafficExperiment {
-  readonly events: TimedEvent[] = [];
+  private readonly eventLog = new EventLog();
+  readonly events: TimedEvent[] = this.eventLog.events;
   readonly ticks: TrafficTick[] = [];
   readonly t0 = Date.now();
   readonly tag: string;
@@ -310,20 +313,11 @@ export class TrafficExperiment {
   }
 
   find(pred: (e: ControllerEvent) => boolean, from = 0): TimedEvent | undefined {
-    return this.events.find((x) => x.at >= from && pred(x.e));
+    return this.eventLog.find(pred, from);
   }
 
-  async waitFor<T>(fn: () => T | undefined | false, ms: number, what: string): Promise<T> {
-    const end = Date.now() + ms;
-    for (;;) {
-      const v = fn();
-      if (v) return v;
-      if (Date.now() > end) {
-        const tail = this.events.filter((x) => x.e.type !== 'vm_check').slice(-6).map((x) => JSON.stringify(x.e)).join('\n');
-        throw new Error(`timed out after ${ms} ms waiting for ${what}; last events:\n${tail}`);
-      }
-      await new Promise((r) => setTimeout(r, 200));
-    }
+  waitFor<T>(fn: () => T | undefined | false, ms: number, what: string): Promise<T> {
+    return this.eventLog.waitFor(fn, ms, what);
   }
 
   /**
@@ -366,13 +360,7 @@ export class TrafficExperiment {
     this.closed = true;
     this.ac.abort();
     if (this.tickTimer) clearTimeout(this.tickTimer);
-    const step = async (what: string, f: () => Promise<unknown> | unknown) => {
-      try {
-        await f();
-      } catch (e) {
-        this.log(`cleanup: ${what}: ${(e as Error).message}`);
-      }
-    };
+    const step = cleanupSteps(this.log);
     await step('client', () => this.load?.stop());
     await step('controller', async () => {
       if (this.loop) await Promise.race([this.loop, new Promise((r) => setTimeout(r, 5_000))]);
