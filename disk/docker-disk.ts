@@ -4,37 +4,32 @@
 //   /var/lib/docker/containers/<id>/config.v2.json  ->  { Name: "/nginx", Config: { Image: "nginx:1.25", Labels } }
 //   /var/lib/docker/containers/<id>/hostconfig.json ->  limits (parsed in docker-config.ts)
 //
-// * ext2/3/4 is read with e2fsprogs' debugfs in catastrophic read-only mode (`-c`: opened
-//   O_RDONLY, no journal replay, bitmaps not read). Partitioned disks: the filesystem offset is
-//   found from the MBR/GPT (partitions.ts) and handed to debugfs as `image?offset=N`.
-// * qcow2 is exposed as a read-only raw view by qemu-storage-daemon's FUSE export
-//   (no kernel module but fuse, no copy, no appliance: ~20 ms to set up whatever the image size),
-//   then read by debugfs like a raw image. Fallback where FUSE is missing: `qemu-img convert` of
-//   the whole image to a sparse temporary raw file (time grows with the allocated data).
+// * ext2/3/4 is read with e2fsprogs' debugfs in catastrophic read-only mode (`-c`: no journal replay,
+//   bitmaps not read). Partitioned disks: the filesystem offset is found from the MBR/GPT (partitions.ts)
+//   and handed to debugfs as `image?offset=N`.
+// * The image is read through a raw view (disk-view.ts: FUSE export of a qcow2, or a copy); where the view
+//   has a private copy-on-write layer, the guest's ext4 journal is replayed into that layer first, so a
+//   container Docker created seconds ago is seen at once (its files are in the journal, not yet in place).
+//   Without one (a raw block device, no FUSE) the journal is not replayed: such a container is named once
+//   the guest checkpoints its journal, picked up by the refresh on an unknown id.
 // * The guest is untrusted: container ids are checked to be 64 hex digits before they appear in a
 //   debugfs command, config files larger than 1 MiB are skipped, every tool runs under a timeout
-//   and an output cap.
+//   and an output cap (tool-run.ts).
 // * Cached by (image path, mtime, size); refreshed when the image changes or when an unknown
 //   Docker id is asked for (at most once per `minRefreshMs`). A block device (LVM volume) works
 //   like a raw image, but its mtime does not follow writes: there only unknown ids trigger a re-read.
-//
-// Limitation: debugfs does not replay the ext4 journal, so on a running guest a container created
-// a few seconds ago may only be visible after the guest checkpoints its journal; the refresh on an
-// unknown id picks it up later.
 
-import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { mkdtemp, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BadInputError, ToolError } from '../common/errors.ts';
+import { BadInputError } from '../common/errors.ts';
 import type { Sample } from '../vmi/sample.ts';
 import { type DockerContainerInfo, parseDockerConfig, parseHostConfig } from './docker-config.ts';
 import { type FsLocation, findExtFilesystems } from './partitions.ts';
+import { detectFormat, openView, replayJournal, type DiskFormat, type RawView } from './disk-view.ts';
+import { run, type RunResult } from './tool-run.ts';
 
-export { type DockerContainerInfo, parseDockerConfig, parseHostConfig };
-
-export type DiskFormat = 'raw' | 'qcow2';
+export { type DockerContainerInfo, parseDockerConfig, parseHostConfig, detectFormat, type DiskFormat };
 
 export interface DockerNamesOptions {
   /** the Docker data root inside the guest; default /var/lib/docker (also tried relative to a separate /var or /var/lib filesystem) */
@@ -43,180 +38,14 @@ export interface DockerNamesOptions {
   minRefreshMs?: number;
   /** 'fuse' (qemu-storage-daemon, default when /dev/fuse exists) or 'convert' (qemu-img convert to a temp file) */
   qcow2Method?: 'fuse' | 'convert';
+  /** replay the guest's ext4 journal into a private layer before reading (default true; see above) */
+  replayJournal?: boolean;
   /** per-tool timeout, ms; default 60000 */
   timeoutMs?: number;
 }
 
 const ID_RE = /^[0-9a-f]{64}$/;
-const PACKAGE_OF: Record<string, string> = { debugfs: 'e2fsprogs', 'qemu-img': 'qemu-utils', 'qemu-storage-daemon': 'qemu-system-common' };
 const MAX_CONFIG_BYTES = 1 << 20;
-const MAX_TOOL_OUTPUT = 64 << 20;
-
-interface RunResult {
-  stdout: string;
-  stderr: string;
-  code: number | null;
-}
-
-function run(cmd: string, args: string[], opts: { input?: string; timeoutMs: number }): Promise<RunResult> {
-  return new Promise((resolve, reject) => {
-    let child;
-    try {
-      child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
-    } catch (e) {
-      reject(new ToolError(cmd, String(e)));
-      return;
-    }
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    let size = 0;
-    let killedFor = '';
-    const kill = (why: string) => {
-      if (!killedFor) {
-        killedFor = why;
-        child.kill('SIGKILL');
-      }
-    };
-    const timer = setTimeout(() => kill(`timed out after ${opts.timeoutMs} ms`), opts.timeoutMs);
-    const onData = (into: Buffer[]) => (d: Buffer) => {
-      size += d.length;
-      if (size > MAX_TOOL_OUTPUT) kill(`printed more than ${MAX_TOOL_OUTPUT} bytes`);
-      else into.push(d);
-    };
-    child.stdout.on('data', onData(out));
-    child.stderr.on('data', onData(err));
-    child.on('error', (e: NodeJS.ErrnoException) => {
-      clearTimeout(timer);
-      reject(new ToolError(cmd, e.code === 'ENOENT' ? `not found (install the Debian package ${PACKAGE_OF[cmd] ?? cmd})` : e.message));
-    });
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      if (killedFor) reject(new ToolError(cmd, killedFor));
-      else resolve({ stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8'), code });
-    });
-    child.stdin.on('error', () => {}); // the tool may exit before reading all its input
-    child.stdin.end(opts.input ?? '');
-  });
-}
-
-/** 'qcow2' by its magic, else 'raw'. Other formats qemu knows (vmdk, vdi, vhdx) are refused by name. */
-export async function detectFormat(path: string): Promise<DiskFormat> {
-  let fh;
-  try {
-    fh = await open(path, 'r');
-  } catch (e) {
-    throw new BadInputError(path, `cannot open the disk image: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
-  }
-  try {
-    const b = Buffer.alloc(8);
-    await fh.read(b, 0, 8, 0);
-    if (b.readUInt32BE(0) === 0x514649fb) return 'qcow2';
-    const magic = b.toString('latin1');
-    if (magic.startsWith('KDMV') || magic.startsWith('conectix') || magic.startsWith('vhdxfile') || magic.startsWith('<<< '))
-      throw new BadInputError(path, `disk format not supported (only raw and qcow2; convert with qemu-img)`);
-    return 'raw';
-  } finally {
-    await fh.close();
-  }
-}
-
-/** A read-only raw view of a disk image; `path` is usable until release(). */
-interface RawView {
-  path: string;
-  release(): Promise<void>;
-}
-
-async function waitUnmounted(mountpoint: string, ms: number): Promise<void> {
-  const until = Date.now() + ms;
-  while (Date.now() < until) {
-    const mounts = await readFile('/proc/self/mounts', 'utf8').catch(() => '');
-    if (!mounts.split('\n').some((l) => l.split(' ')[1] === mountpoint)) return;
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
-
-/** qemu-storage-daemon processes of live views: ended if this process exits before releasing them */
-const liveDaemons = new Set<number>();
-let exitHookInstalled = false;
-function trackDaemon(pid: number) {
-  liveDaemons.add(pid);
-  if (!exitHookInstalled) {
-    exitHookInstalled = true;
-    process.on('exit', () => {
-      for (const p of liveDaemons) {
-        try {
-          process.kill(p, 'SIGTERM');
-        } catch {
-          /* gone */
-        }
-      }
-    });
-  }
-}
-
-async function qcow2ViewFuse(image: string, timeoutMs: number): Promise<RawView> {
-  const dir = await mkdtemp(join(tmpdir(), 'ciel-disk-'));
-  const mnt = join(dir, 'disk.raw');
-  const pidfile = join(dir, 'qsd.pid');
-  await writeFile(mnt, '');
-  // read-only at every layer; force-share: a running QEMU holds the image's write lock
-  const esc = (s: string) => s.replace(/,/g, ',,');
-  const r = await run(
-    'qemu-storage-daemon',
-    [
-      '--blockdev',
-      `driver=file,node-name=file0,filename=${esc(image)},read-only=on,force-share=on`,
-      '--blockdev',
-      `driver=qcow2,node-name=disk0,file=file0,read-only=on,force-share=on`,
-      '--export',
-      `type=fuse,id=exp0,node-name=disk0,mountpoint=${esc(mnt)},writable=off`,
-      '--daemonize',
-      '--pidfile',
-      pidfile,
-    ],
-    { timeoutMs },
-  ).catch(async (e) => {
-    await rm(dir, { recursive: true, force: true });
-    throw e;
-  });
-  if (r.code !== 0) {
-    await rm(dir, { recursive: true, force: true });
-    const msg = r.stderr.trim() || `exit code ${r.code}`;
-    if (/qcow2|Image is not in qcow2 format|Could not open|corrupt/i.test(msg)) throw new BadInputError(image, `cannot open as qcow2: ${msg}`);
-    throw new ToolError('qemu-storage-daemon', msg);
-  }
-  const pid = Number((await readFile(pidfile, 'utf8')).trim());
-  if (Number.isInteger(pid) && pid > 1) trackDaemon(pid);
-  return {
-    path: mnt,
-    async release() {
-      if (Number.isInteger(pid) && pid > 1) {
-        try {
-          process.kill(pid, 'SIGTERM'); // the daemon unmounts its FUSE export on SIGTERM
-        } catch {
-          /* already gone */
-        }
-        await waitUnmounted(mnt, 3000);
-        liveDaemons.delete(pid);
-      }
-      await rm(dir, { recursive: true, force: true });
-    },
-  };
-}
-
-async function qcow2ViewConvert(image: string, timeoutMs: number): Promise<RawView> {
-  const dir = await mkdtemp(join(tmpdir(), 'ciel-disk-'));
-  const out = join(dir, 'disk.raw');
-  const r = await run('qemu-img', ['convert', '-U', '-f', 'qcow2', '-O', 'raw', image, out], { timeoutMs }).catch(async (e) => {
-    await rm(dir, { recursive: true, force: true });
-    throw e;
-  });
-  if (r.code !== 0) {
-    await rm(dir, { recursive: true, force: true });
-    throw new BadInputError(image, `cannot read as qcow2: ${r.stderr.trim() || `qemu-img exit code ${r.code}`}`);
-  }
-  return { path: out, release: () => rm(dir, { recursive: true, force: true }) };
-}
 
 /** debugfs in catastrophic read-only mode on the filesystem at `offset` of `rawPath`. */
 async function debugfs(rawPath: string, offset: number, commands: string[], timeoutMs: number): Promise<RunResult> {
@@ -280,22 +109,7 @@ function containerDirs(root: string): string[] {
  */
 export async function readDockerNames(image: string, opts: DockerNamesOptions = {}): Promise<Map<string, DockerContainerInfo>> {
   const timeoutMs = opts.timeoutMs ?? 60_000;
-  const format = await detectFormat(image);
-  let view: RawView;
-  if (format === 'raw') view = { path: image, release: async () => {} };
-  else {
-    const method = opts.qcow2Method ?? (existsSync('/dev/fuse') ? 'fuse' : 'convert');
-    if (method === 'convert') view = await qcow2ViewConvert(image, timeoutMs);
-    else {
-      try {
-        view = await qcow2ViewFuse(image, timeoutMs);
-      } catch (e) {
-        // FUSE chosen by default but unusable here (no qemu-storage-daemon, mount refused): copy instead
-        if (opts.qcow2Method === undefined && e instanceof ToolError && e.tool === 'qemu-storage-daemon') view = await qcow2ViewConvert(image, timeoutMs);
-        else throw e;
-      }
-    }
-  }
+  const view = await openView(image, { qcow2Method: opts.qcow2Method, scratch: opts.replayJournal ?? true, timeoutMs });
   try {
     const filesystems = await findExtFilesystems(view.path).catch((e: unknown) => {
       // the raw view of a qcow2 is a temp path: name the image the user gave
@@ -305,6 +119,7 @@ export async function readDockerNames(image: string, opts: DockerNamesOptions = 
     // a disk without a Docker directory is not an error: that VM simply has no names (yet)
     const result = new Map<string, DockerContainerInfo>();
     for (const fs of filesystems) {
+      if (view.scratch && opts.replayJournal !== false) await replayJournal(view, fs.offset, timeoutMs);
       const found = await readFromFs(view.path, fs, opts.dockerRoot ?? '/var/lib/docker', timeoutMs);
       for (const [k, v] of found ?? []) result.set(k, v);
     }
