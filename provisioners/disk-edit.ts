@@ -54,6 +54,7 @@ export class Ext4Editor {
 
   /** File contents, or null when it does not exist. */
   async readFile(path: string): Promise<Buffer | null> {
+    await this.replayJournalFirst();
     const out = join(this.tmp, `r${this.n++}`);
     const r = await this.debugfs([`dump ${q(path)} ${out}`], false);
     if (!existsSync(out) || /File not found|not found by ext2_lookup/.test(r.stderr)) return null;
@@ -63,12 +64,14 @@ export class Ext4Editor {
   }
 
   async exists(path: string): Promise<boolean> {
+    await this.replayJournalFirst();
     const r = await this.debugfs([`stat ${q(path)}`], false);
     return !/File not found|not found by ext2_lookup/.test(r.stderr);
   }
 
   /** Names in a directory (without . and ..), or null when it does not exist. */
   async list(dir: string): Promise<{ name: string; dir: boolean }[] | null> {
+    await this.replayJournalFirst();
     const r = await this.debugfs([`ls -p ${q(dir)}`], false);
     if (/File not found|not found by ext2_lookup/.test(r.stderr)) return null;
     const res: { name: string; dir: boolean }[] = [];
@@ -83,23 +86,33 @@ export class Ext4Editor {
   private checkedClean = false;
 
   /**
-   * Refuse to write into a filesystem whose journal still holds changes (a VM killed rather than shut
-   * down): debugfs does not replay the journal, and the guest's replay at the next mount would put the
-   * journalled inodes back over what was written here (seen: a script cut to its old length).
+   * Before the first read or write, replay the journal of a filesystem that still holds changes there (a VM killed
+   * rather than shut down), as the guest's own mount would: debugfs writes in place and does not replay,
+   * and the guest's replay at the next mount would put the journalled blocks back over what was written
+   * here (seen: a script cut to its old length). The disk is the new VM's own (an overlay or a copy; the
+   * template is never written), so replaying into it is what its next boot would do anyway. Refused when
+   * the journal cannot be replayed.
    */
-  private async assertNoJournalToReplay(): Promise<void> {
+  private async replayJournalFirst(): Promise<void> {
     if (this.checkedClean) return;
-    const r = await this.debugfs(['stats'], false);
-    const features = /Filesystem features:\s*(.*)/.exec(r.stdout)?.[1] ?? '';
-    if (/\bneeds_recovery\b/.test(features)) {
-      throw new BadInputError(this.rawPath, 'the ext4 journal needs recovery (the VM was not shut down cleanly): boot and shut it down, or run e2fsck, before editing it offline');
+    const needsRecovery = async () => /\bneeds_recovery\b/.test(/Filesystem features:\s*(.*)/.exec((await this.debugfs(['stats'], false)).stdout)?.[1] ?? '');
+    if (await needsRecovery()) {
+      // debugfs exits 0 and may clear the flag even when the replay failed: its error line is the verdict
+      const r = await this.debugfs(['journal_run'], true);
+      const why = r.stderr.split('\n').find((l) => /^journal_run: /.test(l))?.trim();
+      if (why || (await needsRecovery())) {
+        // leave the disk saying so (a failed journal_run may have cleared the flag): the refusal must hold
+        // for the next edit too, and the guest's own fsck sees what it would have seen
+        await this.debugfs(['feature needs_recovery'], true);
+        throw new BadInputError(this.rawPath, `the ext4 journal needs recovery (the VM was not shut down cleanly) and replaying it failed${why ? ` (${why})` : ''}: boot and shut the VM down, or run e2fsck, before editing it offline`);
+      }
     }
     this.checkedClean = true;
   }
 
   /** Write (create or replace) files, creating their directories; one debugfs run for all. */
   async writeFiles(files: { path: string; content: string | Buffer; mode?: number }[]): Promise<void> {
-    await this.assertNoJournalToReplay();
+    await this.replayJournalFirst();
     const cmds: string[] = [];
     const dirs = new Set<string>();
     for (const f of files) {
@@ -136,7 +149,7 @@ export class Ext4Editor {
    * ignores plain files in `*.wants/` (252: "is not a symlink, ignoring").
    */
   async symlinks(links: { path: string; target: string }[]): Promise<void> {
-    await this.assertNoJournalToReplay();
+    await this.replayJournalFirst();
     const cmds: string[] = [];
     const dirs = new Set<string>();
     for (const l of links) {

@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BadInputError } from '../../common/errors.ts';
 import { DockerDiskNames, applyNames, detectFormat, parseDockerConfig, readDockerNames } from '../../disk/docker-disk.ts';
 import { findExtFilesystems } from '../../disk/partitions.ts';
+import { journalOnlyChange } from '../fixtures/ext4-journal.ts';
 
 const have = (tool: string) => {
   try {
@@ -227,30 +228,18 @@ describe.skipIf(!TOOLS)('container names from a guest disk', () => {
 
   // A running guest's newest files are in its ext4 journal before they are in place (a probe on the real
   // Docker guest saw db's name gone for 8 s after boot, when dockerd rewrote its config.v2.json). The fixture
-  // is that state made with e2fsprogs: the blocks that change when a container's directory and config.v2.json
-  // are added (found by comparing the image before and after the change) are written as a transaction into
-  // the journal of the unchanged image (`jo; jw; jc`), not in place.
+  // (test/fixtures/ext4-journal.ts) is that state: a container's directory and config.v2.json in the journal only.
   it('a container whose files are only in the ext4 journal is named (the journal is replayed into a private layer, the image is not written)', async () => {
     const base = img('journal-base.img');
     const root = join(dir, 'journal-root');
     mkdirSync(join(root, 'var/lib/docker/containers'), { recursive: true });
     execFileSync('mkfs.ext4', ['-q', '-F', '-b', '4096', '-d', root, base, '32M']);
-    const after = img('journal-after.img');
-    execFileSync('cp', [base, after]);
     const id = '9'.repeat(64);
     const cfg = img('late.json');
     writeFileSync(cfg, JSON.stringify({ ID: id, Name: '/late', Config: { Image: 'ciel/web:1' } }));
-    const dbg = (f: string, cmds: string[]) => execFileSync('debugfs', ['-w', '-f', '-', f], { input: cmds.join('\n') + '\n', stdio: ['pipe', 'ignore', 'ignore'] });
-    dbg(after, [`mkdir /var/lib/docker/containers/${id}`, `write ${cfg} /var/lib/docker/containers/${id}/config.v2.json`]);
-    const a = readFileSync(base);
-    const b = readFileSync(after);
-    const changed: number[] = [];
-    for (let blk = 1; blk * 4096 < a.length; blk++) if (!a.subarray(blk * 4096, (blk + 1) * 4096).equals(b.subarray(blk * 4096, (blk + 1) * 4096))) changed.push(blk);
-    expect(changed.length).toBeGreaterThan(2); // directory, inode table, data (and bitmaps)
-    writeFileSync(img('journal-blocks.bin'), Buffer.concat(changed.map((blk) => b.subarray(blk * 4096, (blk + 1) * 4096))));
     const f = img('journal.img');
-    execFileSync('cp', [base, f]);
-    dbg(f, ['jo', `jw -b ${changed.join(',')} ${img('journal-blocks.bin')}`, 'jc']);
+    const changed = journalOnlyChange(base, f, [`mkdir /var/lib/docker/containers/${id}`, `write ${cfg} /var/lib/docker/containers/${id}/config.v2.json`]);
+    expect(changed.length).toBeGreaterThan(2); // directory, inode table, data (and bitmaps)
     expect(execFileSync('dumpe2fs', ['-h', f], { stdio: ['ignore', 'pipe', 'ignore'] }).toString()).toMatch(/features:.*needs_recovery/);
     const want = new Map([[id, { id, name: 'late', image: 'ciel/web:1' }]]);
     const before = sha(f);

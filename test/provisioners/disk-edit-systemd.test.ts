@@ -8,6 +8,7 @@ import { execa } from 'execa';
 import { afterAll, describe, expect, it } from 'vitest';
 import { BadInputError } from '../../common/errors.ts';
 import { editDisk, editDockerGuest, systemdDropIn, systemdWantsLink } from '../../provisioners/disk-edit.ts';
+import { journalOnlyChange } from '../fixtures/ext4-journal.ts';
 
 const tmp = mkdtempSync(join(tmpdir(), 'ciel-disk-edit-systemd-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -27,7 +28,7 @@ async function image(name: string, opts: { badJson?: boolean } = {}): Promise<st
   mkdirSync(join(root, 'etc/systemd/system/multi-user.target.wants'), { recursive: true });
   symlinkSync('/lib/systemd/system/docker.service', join(root, 'etc/systemd/system/multi-user.target.wants/docker.service'));
   const img = join(tmp, `${name}.raw`);
-  await execa('mkfs.ext4', ['-q', '-F', '-d', root, img, '32M']);
+  await execa('mkfs.ext4', ['-q', '-F', '-b', '4096', '-d', root, img, '32M']);
   return img;
 }
 
@@ -74,14 +75,43 @@ describe('offline edits for systemd + Docker guests', () => {
     expect(String((err as Error).message)).toContain(`${ids.db}/config.v2.json`);
   });
 
-  it('a filesystem whose journal needs recovery (VM killed, not shut down) is refused before any write', { timeout: 60_000 }, async () => {
+  // A VM killed rather than shut down leaves changes in its journal; editing in place without replaying it
+  // would be undone by the guest's own replay at the next mount. Here dockerd's last change (db's restart
+  // policy set to on-failure) is only in the journal (test/fixtures/ext4-journal.ts).
+  it('a filesystem whose journal holds changes (VM killed) is replayed first: the edit sees and keeps them', { timeout: 60_000 }, async () => {
+    const clean = await image('killed-base');
+    const img = join(tmp, 'killed.raw');
+    const host = join(tmp, 'db-hostconfig.json');
+    writeFileSync(host, JSON.stringify({ NetworkMode: 'bridge', RestartPolicy: { Name: 'on-failure', MaximumRetryCount: 3 } }));
+    const path = `/var/lib/docker/containers/${ids.db}/hostconfig.json`;
+    journalOnlyChange(clean, img, [`rm ${path}`, `write ${host} ${path}`]);
+    const r = await editDockerGuest(img, { keep: ['web'] });
+    expect(r.result.map((p) => [p.name, p.from, p.to]).sort()).toEqual([
+      ['batch', 'always', 'no'],
+      ['db', 'on-failure', 'no'],
+      ['web', 'always', 'always'],
+    ]);
+    expect((await execa('dumpe2fs', ['-h', img])).stdout).not.toMatch(/needs_recovery/);
+    expect((await execa('e2fsck', ['-fn', img], { reject: false })).exitCode).toBe(0);
+    // what a replay at the guest's next mount would do now: nothing (the journal is empty), so the edit stays
+    const after = await editDisk(img, async (ed) => JSON.parse((await ed.readFile(path))!.toString()));
+    expect(after.result).toEqual({ NetworkMode: 'bridge', RestartPolicy: { Name: 'no', MaximumRetryCount: 0 } });
+  });
+
+  it('a journal that cannot be replayed is refused before any write', { timeout: 60_000 }, async () => {
     const img = await image('dirty');
+    // needs_recovery set, and the journal's own superblock (its first block) zeroed
     await execa('debugfs', ['-w', '-R', 'feature needs_recovery', img]);
+    const first = Number((await execa('debugfs', ['-R', 'bmap <8> 0', img])).stdout.trim());
+    expect(first).toBeGreaterThan(0);
+    await execa('dd', ['if=/dev/zero', `of=${img}`, 'bs=4096', `seek=${first}`, 'count=1', 'conv=notrunc', 'status=none']);
     const err = await editDockerGuest(img, { keep: ['web'] }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(BadInputError);
-    expect(String((err as Error).message)).toMatch(/journal needs recovery/);
-    const after = await editDisk(img, async (ed) => JSON.parse((await ed.readFile(`/var/lib/docker/containers/${ids.db}/hostconfig.json`))!.toString()));
-    expect(after.result.RestartPolicy.Name).toBe('always');
+    expect(String((err as Error).message)).toMatch(/journal needs recovery .* replaying it failed \(journal_run: /);
+    // nothing was written, and the refusal holds for the next edit too
+    const host = (await execa('debugfs', ['-c', '-R', `cat /var/lib/docker/containers/${ids.db}/hostconfig.json`, img])).stdout;
+    expect(JSON.parse(host).RestartPolicy.Name).toBe('always');
+    await expect(editDockerGuest(img, { keep: ['web'] })).rejects.toThrow(/replaying it failed/);
   });
 
   it('unit and drop-in names are checked before anything is written', () => {
