@@ -14,7 +14,10 @@
 // minimal VM (the guest's `ciel.warm=1` mode: modules loaded, NIC up, no identity) is saved once with
 // QEMU's `migrate "exec:cat > FILE"` (QEMU 7.2 has no `file:` migration URI; it came with 8.2), and each
 // new VM is a fresh QEMU started with `-incoming "exec:cat FILE"` on its own overlay disk; pool.ts then
-// fixes up its identity over the control channel (warm-identity.ts).
+// fixes up its identity over the control channel (warm-identity.ts). That overlay is a fresh one of the
+// template, so this holds only for a guest that had no disk mounted when it was saved (the test guest's
+// warm mode mounts none): a guest running from its disk must be restored on the disk as it was saved
+// (the Docker guest's warm start, testbed/docker-guest/warm.ts, keeps that disk frozen as the base).
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, rmSync, statSync } from 'node:fs';
