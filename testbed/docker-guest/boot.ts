@@ -292,6 +292,9 @@ function redisPing(port: number): Promise<boolean> {
     };
     s.setTimeout(3000, () => done(false));
     s.on('error', () => done(false));
+    // nothing listening in the guest: QEMU's user network accepts the host connection, then closes it
+    // cleanly (no error, no data) — without this the probe never settles
+    s.on('close', () => done(false));
     s.on('connect', () => s.write('PING\r\n'));
     s.on('data', (d) => {
       buf += d.toString('latin1');
