@@ -4,7 +4,8 @@
 // steps up; each request costs CPU in the web container (the CGI's fixed work), so that CPU — read from
 // outside by the compiled monitor — is caused by the requests alone. The real controller (Autoscaler:
 // VM-level /proc stats of QEMU, the VMI sampler, the policy engine) finds web hot and starts a replica (a
-// clone of the Docker template running only web, docker-replicas.ts), which IPVS adds. Nothing here
+// clone of the Docker template running only web, or a warm start from a saved web-only VM:
+// docker-replicas.ts), which IPVS adds; a scale-in pauses or powers it off into the pool. Nothing here
 // touches a container's load: the rate is the only knob.
 import { rmSync } from 'node:fs';
 import { cacheDir } from '../../common/cache.ts';
