@@ -131,9 +131,11 @@ describe('warm start of the real Docker guest from a saved minimal clone', () =>
     expect((await g.must(`ip -4 -o addr show dev eth0 | awk '{print $4}'`)).trim()).toBe(NEW_ADDRESS);
   });
 
-  it("the guest's clock was set to the host's (it resumes where the image stopped it)", async () => {
+  it("the guest's clock was set to the host's (it resumes where the image stopped it); Docker still runs", { timeout: 60_000 }, async () => {
     const guestS = Number((await warm!.guest.must('date +%s')).trim());
     expect(Math.abs(guestS - Date.now() / 1000)).toBeLessThan(5);
+    // the jump of the wall clock leaves dockerd and containerd running
+    expect((await warm!.guest.must('systemctl is-active docker containerd')).trim().split('\n')).toEqual(['active', 'active']);
   });
 
   it('web serves its CPU-bound requests at the new address; only web runs', { timeout: 300_000 }, async () => {
