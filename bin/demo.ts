@@ -36,6 +36,7 @@ import { timeline, type TimedEvent } from '../controller/scale-out-timeline.ts';
 import type { ControllerEvent } from '../controller/types.ts';
 import type { PlotMarker } from '../testbed/plot-svg.ts';
 import { ensureDockerTemplate } from '../testbed/docker-guest/build.ts';
+import { runningByScope } from '../testbed/docker-guest/truth.ts';
 import { DEFAULT_WORK, ORIGIN_IP, RELEASE, TrafficExperiment, trafficPolicy, VIP, type TrafficTick } from '../testbed/traffic/experiment.ts';
 import { fig12Svg } from '../testbed/traffic/fig12.ts';
 import { quantile } from '../testbed/traffic/open-loop.ts';
@@ -171,7 +172,9 @@ async function main(): Promise<void> {
   x = await TrafficExperiment.setup({
     intervalMs,
     work,
-    policy: trafficPolicy({ scaleDownWindowMs: 30_000 }),
+    // 60 s: the replica stays until the "after" window (first answer + 10 s + 30 s) is over even when the
+    // decision came at a low rate and the load split in two falls under the target at once
+    policy: trafficPolicy({ scaleDownWindowMs: 60_000 }),
     method,
     releaseMode,
     log: progress,
@@ -193,11 +196,13 @@ async function main(): Promise<void> {
   const tl = await s.waitFor(() => timeline(s.events, 'web', step.at), 480_000, 'the replica to be added to IPVS');
   const firstServed = await s.waitFor(() => s.firstServed.get(tl.replica), 60_000, 'the first request answered by the replica');
   live(`\nreplica ${tl.replica} (${s.tracking.address(tl.replica)}) answered its first request ${((firstServed - tl.at.detected) / 1000).toFixed(1)} s after the VM turned hot\n`);
+  // what runs in the replica, read from its kernel's cgroups while it surely runs (dockerd's API can be
+  // slow for minutes under TCG)
+  const replicaContainers = await runningByScope(s.replicas.clone(tl.replica)!.guest, s.names);
   const afterFrom = firstServed + SETTLE_MS;
   const afterTo = afterFrom + AFTER_MS;
   await sleep(afterTo - Date.now() + 1_500);
   const firstMethod = methodOf(s, tl.replica);
-  const replicaContainers = (await s.replicas.clone(tl.replica)!.guest.must(`docker ps --format '{{.Names}}'`, 200_000)).trim().split('\n');
   const lbBackends = await s.lb.counts();
   const markers: PlotMarker[] = [
     { x: s.since(tl.at.detected), label: 'VM hot', color: '#d62728' },

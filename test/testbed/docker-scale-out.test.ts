@@ -15,6 +15,7 @@ import { systemdDropIn } from '../../provisioners/disk-edit.ts';
 import { run } from '../../testbed/guest-images.ts';
 import { answers, bootAgain, waitServing, type DockerGuest } from '../../testbed/docker-guest/boot.ts';
 import { cloneAndBoot, type DockerClone } from '../../testbed/docker-guest/clone.ts';
+import { runningByScope } from '../../testbed/docker-guest/truth.ts';
 import { saveWarmImage, WarmImageMismatchError, warmStart, type WarmDockerImage, type WarmStarted } from '../../testbed/docker-guest/warm.ts';
 
 const ADDRESS = '10.0.2.16/24';
@@ -35,6 +36,9 @@ beforeAll(async () => {
 afterAll(async () => {
   await clone?.stop();
 });
+
+/** Docker id → service name (the template's containers; a clone keeps them) */
+const idToName = () => Object.fromEntries(Object.entries(clone.template.ids).map(([n, id]) => [id, n]));
 
 /** What web's CGI computes for n iterations (the same arithmetic, on the host). */
 function expectedWork(n: number): number {
@@ -58,9 +62,7 @@ describe('scale-out clone of the real Docker guest', () => {
   // started by that same dockerd, already served), and how fast dockerd answers is not the point here.
   it('only web runs; db and batch exist but were not started', { timeout: 300_000 }, async () => {
     const ids = clone.template.ids;
-    const name = Object.fromEntries(Object.entries(ids).map(([n, id]) => [id, n]));
-    const scopes = (await clone.guest.must(`ls /sys/fs/cgroup/system.slice`, 120_000)).split('\n').map((l) => /^docker-([0-9a-f]{64})\.scope$/.exec(l.trim())?.[1]).filter(Boolean);
-    expect(scopes.map((id) => name[id!] ?? id)).toEqual(['web']);
+    expect(await runningByScope(clone.guest, idToName())).toEqual(['web']);
     const states = await clone.guest.must(
       Object.entries(ids).map(([n, id]) => `echo "${n} $(grep -o '"Running":[a-z]*' /var/lib/docker/containers/${id}/config.v2.json)"`).join('; '),
       120_000,
@@ -95,12 +97,6 @@ describe('warm start of the real Docker guest from a saved minimal clone', () =>
   let rebooted: DockerGuest | undefined;
   let frozenBefore: { size: number; mtimeMs: number; sha: string };
   const fingerprint = (f: string) => ({ size: statSync(f).size, mtimeMs: statSync(f).mtimeMs, sha: createHash('sha256').update(readFileSync(f)).digest('hex') });
-  const running = async (g: DockerGuest) => {
-    const ids = clone.template.ids;
-    const name = Object.fromEntries(Object.entries(ids).map(([n, id]) => [id, n]));
-    const scopes = (await g.must(`ls /sys/fs/cgroup/system.slice`, 120_000)).split('\n').map((l) => /^docker-([0-9a-f]{64})\.scope$/.exec(l.trim())?.[1]).filter(Boolean);
-    return scopes.map((id) => name[id!] ?? id);
-  };
   const work = async (g: DockerGuest, n: number) => (await fetch(`http://127.0.0.1:${g.ports.web}/cgi-bin/work?${n}`, { signal: AbortSignal.timeout(60_000) })).text();
 
   beforeAll(async () => {
@@ -140,7 +136,7 @@ describe('warm start of the real Docker guest from a saved minimal clone', () =>
 
   it('web serves its CPU-bound requests at the new address; only web runs', { timeout: 300_000 }, async () => {
     for (const n of [1000, 5000]) expect(await work(warm!.guest, n)).toBe(`work ${n} ${expectedWork(n)}\n`);
-    expect(await running(warm!.guest)).toEqual(['web']);
+    expect(await runningByScope(warm!.guest, idToName())).toEqual(['web']);
   });
 
   it("its disk is an overlay of the image's frozen disk, never the template", () => {
