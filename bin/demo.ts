@@ -10,19 +10,23 @@
 //  3. an open-loop HTTP client in the namespace sends requests to the VIP, each costing CPU in web's CGI;
 //     the rate steps up every 30 s
 //  4. the controller (VM level: /proc of QEMU; containers: the compiled monitor on the guest's RAM) sees
-//     the VM hot, picks web, and starts a replica: a clone of the template edited offline so only web
-//     starts (restart policies), with its own address and the VIP on lo; IPVS adds it, and from then on
-//     round-robin sends it every other request
+//     the VM hot, picks web, and starts a replica (--method): `clone` (default) a clone of the template
+//     edited offline so only web starts (restart policies), with its own address and the VIP on lo, booted
+//     cold; `warm` a warm start: restored from a memory image of a booted web-only VM (saved before the
+//     experiment), then given its own MAC, address and VIP over the control channel. IPVS adds it, and
+//     from then on round-robin sends it every other request
 //  5. with --scale-in (and in the live view) the rate drops: the replica is drained (IPVS weight 0, until
-//     no connection is open) and paused into the pool; then the load comes back and the controller scales
-//     out again from the pool (the paused replica resumes)
+//     no connection is open) and pooled (--release): `pause` (default) paused, `stop` powered off with its
+//     disk kept; then the load comes back and the controller scales out again from the pool (the paused
+//     replica resumes, the stopped one boots again on its own disk)
 //  6. writes the Fig. 12 plot (SVG: per-container CPU, memory, net tx/rx, and the client's latency and
 //     throughput, scale-out/in marked) and removes every VM and the namespace (also on Ctrl-C)
 //
 //   npm run demo                                         live view, scale-out then scale-in
 //   npm run demo -- --headless --until-scaled [--scale-in]   one JSON line at the end
-//   options: --interval MS (controller, default 1000), --work N (CGI iterations per request, default 3000),
-//   --plot FILE (default ~/.cache/ciel/demo/ciel-demo.svg; events and ticks go next to it as .jsonl)
+//   options: --method clone|warm (the first scale-out; default clone), --release pause|stop (what scale-in
+//   does; default pause), --interval MS (controller, default 1000), --work N (CGI iterations per request,
+//   default 3000), --plot FILE (default ~/.cache/ciel/demo/ciel-demo.svg; events and ticks go next to it as .jsonl)
 
 import { writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -32,9 +36,11 @@ import { timeline, type TimedEvent } from '../controller/scale-out-timeline.ts';
 import type { ControllerEvent } from '../controller/types.ts';
 import type { PlotMarker } from '../testbed/plot-svg.ts';
 import { ensureDockerTemplate } from '../testbed/docker-guest/build.ts';
+import { runningByScope } from '../testbed/docker-guest/truth.ts';
 import { DEFAULT_WORK, ORIGIN_IP, RELEASE, TrafficExperiment, trafficPolicy, VIP, type TrafficTick } from '../testbed/traffic/experiment.ts';
 import { fig12Svg } from '../testbed/traffic/fig12.ts';
 import { quantile } from '../testbed/traffic/open-loop.ts';
+import type { Acquired } from '../provisioners/provisioner.ts';
 
 const argv = process.argv.slice(2);
 const flag = (f: string) => argv.includes(f);
@@ -43,9 +49,27 @@ const opt = (f: string) => {
   return i >= 0 ? argv[i + 1] : undefined;
 };
 if (flag('--help') || flag('-h')) {
-  console.log('usage: npm run demo -- [--headless] [--until-scaled] [--scale-in] [--interval MS] [--work N] [--plot FILE]');
+  console.log(
+    [
+      'usage: npm run demo -- [--headless] [--until-scaled] [--scale-in] [--method clone|warm] [--release pause|stop] [--interval MS] [--work N] [--plot FILE]',
+      '  --method clone   the first scale-out clones the template and boots the replica cold (default)',
+      '  --method warm    it restores the replica from a memory image of a booted web-only VM (saved before the experiment)',
+      '  --release pause  scale-in pauses the replica into the pool; the next scale-out resumes it (default)',
+      '  --release stop   scale-in powers it off (disk kept); the next scale-out boots it again on its disk',
+    ].join('\n'),
+  );
   process.exit(0);
 }
+const choice = <T extends string>(f: string, allowed: readonly T[], dflt: T): T => {
+  const v = opt(f) ?? dflt;
+  if (!(allowed as readonly string[]).includes(v)) {
+    console.error(`${f}: ${v} is not one of ${allowed.join(', ')}`);
+    process.exit(2);
+  }
+  return v as T;
+};
+const method = choice('--method', ['clone', 'warm'] as const, 'clone');
+const releaseMode = choice('--release', ['pause', 'stop'] as const, 'pause');
 const headless = flag('--headless');
 const scaleIn = flag('--scale-in') || (!headless && !flag('--until-scaled'));
 const intervalMs = Number(opt('--interval') ?? 1000);
@@ -96,12 +120,16 @@ function describe(t: TimedEvent, s: TrafficExperiment): string | undefined {
       return `${at} ● chosen from outside: ${e.container} (${e.rule}, ${e.resource}, score ${e.score.toFixed(2)})`;
     case 'decision':
       return `${at} ■ DECISION ${e.action} ${e.container} ${e.from} → ${e.to} (${e.reason})`;
-    case 'scaled_out':
-      return e.pooled
-        ? `${at} ✔ ${e.replica} added to IPVS for ${e.container} (from the pool: resumed, web answering ${Math.round(e.boot_ms ?? 0)} ms after the resume)`
-        : `${at} ✔ ${e.replica} added to IPVS for ${e.container} (clone + offline edit ${Math.round(e.clone_ms ?? 0)} ms, boot to web answering ${Math.round(e.boot_ms ?? 0)} ms)`;
+    case 'scaled_out': {
+      const m = methodOf(s, e.replica ?? '');
+      const how =
+        m === 'clone' ? `clone + offline edit ${Math.round(e.clone_ms ?? 0)} ms, boot to web answering ${Math.round(e.boot_ms ?? 0)} ms`
+        : m === 'warm start' ? `warm start: overlay ${Math.round(e.clone_ms ?? 0)} ms, restore + identity fix-up to web answering ${Math.round(e.boot_ms ?? 0)} ms`
+        : `${m}, web answering ${Math.round(e.boot_ms ?? 0)} ms after the ${m.includes('resumed') ? 'resume' : 'boot began'}`;
+      return `${at} ✔ ${e.replica} added to IPVS for ${e.container} (${how})`;
+    }
     case 'scaled_in':
-      return `${at} ✔ ${e.replica} drained (no connection left open) and paused into the pool`;
+      return `${at} ✔ ${e.replica} drained (no connection left open) and ${releaseMode === 'stop' ? 'powered off (disk kept)' : 'paused'} into the pool`;
     case 'action_failed':
     case 'error':
       return `${at} ✖ ${JSON.stringify(e)}`;
@@ -109,6 +137,21 @@ function describe(t: TimedEvent, s: TrafficExperiment): string | undefined {
       return undefined;
   }
 }
+
+/** How the provisioner made the replica's latest acquire: what the JSON line and the live view report. */
+function methodOf(s: TrafficExperiment, replica: string): string {
+  const a = [...s.tracking.acquired].reverse().find((x) => x.vm.name === replica) as (Acquired & { warm?: boolean }) | undefined;
+  if (!a) return 'unknown';
+  if (a.pooled) return a.reuse === 'boot' ? 'pooled (stopped VM booted)' : 'pooled (paused VM resumed)';
+  return a.warm ? 'warm start' : 'clone';
+}
+
+const PROVISIONING: Record<string, string> = {
+  clone: 'clone of the Docker template (qcow2 overlay) edited offline: restart policies (only web), address, VIP on lo; cold boot',
+  'warm start': "warm start: a qcow2 overlay of a saved web-only VM's frozen disk, its memory image restored (QEMU -incoming), then its MAC, address, VIP on lo and clock fixed over the control channel",
+  'pooled (paused VM resumed)': 'a paused replica from the pool resumed (QMP cont)',
+  'pooled (stopped VM booted)': 'a stopped replica from the pool booted again on its own overlay (only web, its own address)',
+};
 
 function tickLine(t: TrafficTick, s: TrafficExperiment): string {
   const f = (n: number | undefined, d = 2) => (n === undefined ? '-' : n.toFixed(d));
@@ -129,7 +172,11 @@ async function main(): Promise<void> {
   x = await TrafficExperiment.setup({
     intervalMs,
     work,
-    policy: trafficPolicy({ scaleDownWindowMs: 30_000 }),
+    // 60 s: the replica stays until the "after" window (first answer + 10 s + 30 s) is over even when the
+    // decision came at a low rate and the load split in two falls under the target at once
+    policy: trafficPolicy({ scaleDownWindowMs: 60_000 }),
+    method,
+    releaseMode,
     log: progress,
     onEvent: (t) => {
       const line = describe(t, x!);
@@ -145,14 +192,17 @@ async function main(): Promise<void> {
 
   const decided = () => !!s.find((e) => e.type === 'decision' && e.action === 'scale_out');
   const step = await s.stepRates(STEPS, STEP_MS, decided, 300_000);
-  progress(`decision at ${step.rate} req/s; cloning the template and booting the replica (only web; TCG: 1-3 min)`);
+  progress(`decision at ${step.rate} req/s; ${method === 'warm' ? 'warm-starting the replica from the saved image' : 'cloning the template and booting the replica (only web; TCG: 1-3 min)'}`);
   const tl = await s.waitFor(() => timeline(s.events, 'web', step.at), 480_000, 'the replica to be added to IPVS');
   const firstServed = await s.waitFor(() => s.firstServed.get(tl.replica), 60_000, 'the first request answered by the replica');
   live(`\nreplica ${tl.replica} (${s.tracking.address(tl.replica)}) answered its first request ${((firstServed - tl.at.detected) / 1000).toFixed(1)} s after the VM turned hot\n`);
+  // what runs in the replica, read from its kernel's cgroups while it surely runs (dockerd's API can be
+  // slow for minutes under TCG)
+  const replicaContainers = await runningByScope(s.replicas.clone(tl.replica)!.guest, s.names);
   const afterFrom = firstServed + SETTLE_MS;
   const afterTo = afterFrom + AFTER_MS;
   await sleep(afterTo - Date.now() + 1_500);
-  const replicaContainers = (await s.replicas.clone(tl.replica)!.guest.must(`docker ps --format '{{.Names}}'`, 200_000)).trim().split('\n');
+  const firstMethod = methodOf(s, tl.replica);
   const lbBackends = await s.lb.counts();
   const markers: PlotMarker[] = [
     { x: s.since(tl.at.detected), label: 'VM hot', color: '#d62728' },
@@ -173,16 +223,20 @@ async function main(): Promise<void> {
     scaleInfo = { scale_in_decided_ms: dec.at - dropAt, scale_in_done_ms: ev.at - dropAt, failed_during_scale_in: s.load.sentIn(dropAt).filter((r) => !r.ok).length };
 
     // the load comes back: the same controller scales out again, now from the pool (the paused replica
-    // resumes with its own address) — the second provisioning method, measured on the same traffic
+    // resumes, the stopped one boots again on its own disk, with its own address) — the second
+    // provisioning method, measured on the same traffic
     const riseAt = Date.now();
     s.load.setRate(step.rate);
     live(`client rate → ${step.rate} req/s (the load comes back)`);
-    const again = await s.waitFor(() => timeline(s.events, 'web', riseAt), 180_000, 'the second scale-out (from the pool)');
-    const served2 = await s.waitFor(() => s.firstServed.get(again.replica), 60_000, 'the first request answered by the resumed replica');
-    markers.push({ x: s.since(again.at.decided), label: `scale-out again (${again.pooled ? 'pooled: resumed' : 'new clone'})`, color: '#9467bd' });
+    const again = await s.waitFor(() => timeline(s.events, 'web', riseAt), releaseMode === 'stop' ? 480_000 : 180_000, 'the second scale-out (from the pool)');
+    const served2 = await s.waitFor(() => s.firstServed.get(again.replica), 60_000, 'the first request answered by the pooled replica');
+    const againMethod = methodOf(s, again.replica);
+    markers.push({ x: s.since(again.at.decided), label: `scale-out again (${againMethod})`, color: '#9467bd' });
     await sleep(15_000);
     scaleInfo.second_scale_out = {
-      method: again.pooled ? 'pooled (paused VM resumed)' : 'clone',
+      method: againMethod,
+      provisioning: PROVISIONING[againMethod],
+      clone_ms: Math.round(again.clone_ms),
       replica: again.replica,
       detect_ms: again.detect_ms,
       decide_ms: again.decide_ms,
@@ -206,7 +260,9 @@ async function main(): Promise<void> {
     scaled: tl.container,
     new_vm: tl.replica,
     new_vm_containers: replicaContainers,
-    provisioning: 'clone of the Docker template (qcow2 overlay) edited offline: restart policies (only web), address, VIP on lo; cold boot (the pool is empty at the first scale-out; scale-in pauses the replica into it)',
+    method: firstMethod,
+    provisioning: `${PROVISIONING[firstMethod] ?? firstMethod} (the pool is empty at the first scale-out; scale-in ${releaseMode === 'stop' ? 'powers the replica off into it' : 'pauses the replica into it'})`,
+    release: releaseMode,
     detect_ms: tl.detect_ms,
     decide_ms: tl.decide_ms,
     clone_ms: Math.round(tl.clone_ms),

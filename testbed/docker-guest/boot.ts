@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { chooseAccel } from '../../common/accel.ts';
 import { ToolError } from '../../common/errors.ts';
 import { GuestChannel, type ExecResult } from '../../provisioners/guest-channel.ts';
+import { QmpClient } from '../../vmi/qmp.ts';
 import { SERVICES, TEMPLATE_ADDRESS } from './recipe.ts';
 
 export type CgroupMode = 'v2' | 'v1';
@@ -37,7 +38,28 @@ export interface DockerBootOptions {
   network?: { wrapper: string[]; nicArgs: string[] };
   /** give up when the control channel has not answered after this long (default 300 s) */
   readyTimeoutMs?: number;
+  /**
+   * Restore instead of boot: QEMU's `-incoming` URI (e.g. `exec:cat FILE`, a memory image saved by
+   * warm.ts). Every device argument is the same as a boot's, as migration needs the same devices.
+   */
+  incoming?: string;
+  /** the NIC's MAC on QEMU's user network (on a segment, `network.nicArgs` carry it); default QEMU's */
+  mac?: string;
   log?: (line: string) => void;
+}
+
+const USER_NET_NIC = 'virtio-net-pci';
+
+/** What a memory image of this VM is only valid on: the same machine (warm.ts checks it at restore). */
+export interface DockerMachine {
+  memMiB: number;
+  smp: number;
+  vmlinuz: string;
+  initrd: string;
+  /** the kernel command line */
+  cmdline: string;
+  /** the NIC's device model (virtio-net-pci on QEMU's user network, the segment's model on a segment) */
+  nicModel: string;
 }
 
 export interface DockerGuest {
@@ -54,6 +76,11 @@ export interface DockerGuest {
   ports: Record<string, number>;
   /** ms from spawning QEMU to the control channel answering */
   bootMs: number;
+  /** with `incoming`: ms from spawning QEMU to QEMU reporting the restored guest running */
+  restoredMs?: number;
+  machine: DockerMachine;
+  /** the options it was started with (bootAgain boots a powered-off VM again with them) */
+  options: DockerBootOptions;
   t0: number;
   sh(script: string, timeoutMs?: number): Promise<ExecResult>;
   /** sh() that throws on a non-zero status */
@@ -80,7 +107,7 @@ async function freePort(): Promise<number> {
 }
 
 export async function bootDockerGuest(o: DockerBootOptions): Promise<DockerGuest> {
-  const memMiB = o.memMiB ?? 1024;
+  const memMiB = dockerMachine(o).memMiB;
   const cgroup = o.cgroup ?? 'v2';
   const log = o.log ?? ((l: string) => process.stderr.write(`${l}\n`));
   const t0 = performance.now();
@@ -102,14 +129,13 @@ export async function bootDockerGuest(o: DockerBootOptions): Promise<DockerGuest
     ports[s.name] = await freePort();
     fwd.push(`hostfwd=tcp:127.0.0.1:${ports[s.name]}-${guestIp}:${s.port}`);
   }
-  const append = [
-    'root=/dev/vda', 'rw', 'console=ttyS0', 'net.ifnames=0', 'panic=-1', 'no_timer_check', 'loglevel=4',
-    ...(cgroup === 'v1' ? ['systemd.unified_cgroup_hierarchy=0'] : []),
-  ].join(' ');
+  const machine = dockerMachine(o);
+  const append = machine.cmdline;
+  const nicArgs = o.network ? o.network.nicArgs : ['-netdev', `user,id=n0,net=10.0.2.0/24,${fwd.join(',')}`, '-device', `${USER_NET_NIC},netdev=n0${o.mac ? `,mac=${o.mac}` : ''}`];
   const args = [
     '-name', `ciel-${o.name}`,
     ...chooseAccel().args,
-    '-smp', String(o.smp ?? 2),
+    '-smp', String(machine.smp),
     '-m', `${memMiB}M`,
     '-object', `memory-backend-file,id=mem,size=${memMiB}M,mem-path=${memFile},share=on`,
     '-machine', 'pc,memory-backend=mem',
@@ -121,9 +147,10 @@ export async function bootDockerGuest(o: DockerBootOptions): Promise<DockerGuest
     '-qmp', `unix:${controlQmpSocket},server=on,wait=off`,
     '-device', 'vmcoreinfo',
     '-drive', `file=${o.disk},if=virtio,cache=writeback,discard=unmap`,
-    ...(o.network ? o.network.nicArgs : ['-netdev', `user,id=n0,net=10.0.2.0/24,${fwd.join(',')}`, '-device', 'virtio-net-pci,netdev=n0']),
+    ...nicArgs,
+    ...(o.incoming ? ['-incoming', o.incoming] : []),
   ];
-  say(`starting QEMU (cgroup ${cgroup}, ${memMiB} MiB, ${guestIp}, ${o.network ? 'on a private L2 segment' : `ports ${JSON.stringify(ports)}`})`);
+  say(`${o.incoming ? 'restoring' : 'starting'} QEMU (cgroup ${cgroup}, ${memMiB} MiB, ${guestIp}, ${o.network ? 'on a private L2 segment' : `ports ${JSON.stringify(ports)}`})`);
   // `ip netns exec` execs QEMU, so the PID stays QEMU's (VM-level stats read /proc/<pid>)
   const cmd = o.network ? [...o.network.wrapper, 'qemu-system-x86_64'] : ['qemu-system-x86_64'];
   const child = spawn(cmd[0]!, [...cmd.slice(1), ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -167,12 +194,18 @@ export async function bootDockerGuest(o: DockerBootOptions): Promise<DockerGuest
   };
   const tail = () => (existsSync(consoleLog) ? readFileSync(consoleLog, 'latin1').slice(-3000) : '');
   const readyTimeoutMs = o.readyTimeoutMs ?? 300_000;
+  let restoredMs: number | undefined;
   try {
+    // a restore: the UART's state comes from the image, so a ping sent while the image loads is lost;
+    // ping once QEMU says the guest runs (also the restore's own time)
+    if (o.incoming) restoredMs = await waitRunning(controlQmpSocket, o.name, readyTimeoutMs, () => exited) - t0;
+    if (restoredMs !== undefined) say(`restored: guest running after ${(restoredMs / 1000).toFixed(1)} s`);
     const ch = await GuestChannel.connect(ctlSocket, 10_000);
     // Ping every 5 s, not the channel's default 500 ms: each ping's answer must arrive before the next ping
-    // is sent, and a systemd guest under TCG on a loaded host can take seconds to fork the shell.
+    // is sent, and a systemd guest under TCG on a loaded host can take seconds to fork the shell. A restored
+    // guest's loop is already up: 1 s.
     try {
-      await ch.waitReady(readyTimeoutMs, 5000);
+      await ch.waitReady(readyTimeoutMs, o.incoming ? 1000 : 5000);
       channel = ch;
     } catch {
       ch.close();
@@ -199,6 +232,9 @@ export async function bootDockerGuest(o: DockerBootOptions): Promise<DockerGuest
     consoleLog,
     ports,
     bootMs,
+    restoredMs,
+    machine,
+    options: o,
     t0,
     sh,
     async must(script, timeoutMs) {
@@ -230,18 +266,88 @@ export async function bootDockerGuest(o: DockerBootOptions): Promise<DockerGuest
   };
 }
 
+/** The machine these options make, worked out before anything starts (a restore checks it first). */
+export function dockerMachine(o: DockerBootOptions): DockerMachine {
+  const cmdline = [
+    'root=/dev/vda', 'rw', 'console=ttyS0', 'net.ifnames=0', 'panic=-1', 'no_timer_check', 'loglevel=4',
+    ...(o.cgroup === 'v1' ? ['systemd.unified_cgroup_hierarchy=0'] : []),
+  ].join(' ');
+  return { memMiB: o.memMiB ?? 1024, smp: o.smp ?? 2, vmlinuz: o.vmlinuz, initrd: o.initrd, cmdline, nicModel: o.network ? nicModelOf(o.network.nicArgs) : USER_NET_NIC };
+}
+
+/** The NIC's device model in QEMU arguments (`-device MODEL,...`). */
+function nicModelOf(nicArgs: string[]): string {
+  const i = nicArgs.indexOf('-device');
+  return i >= 0 ? nicArgs[i + 1]!.split(',')[0]! : 'none';
+}
+
+/** Poll QMP query-status until the incoming guest runs; returns performance.now() then. */
+async function waitRunning(socket: string, name: string, timeoutMs: number, exited: () => string | null): Promise<number> {
+  const deadline = performance.now() + timeoutMs;
+  let q: QmpClient | undefined;
+  // QEMU creates the socket a moment after its spawn
+  while (!q) {
+    q = await QmpClient.connect(socket, 10_000).catch((e: Error) => {
+      const gone = exited();
+      if (gone) throw new ToolError('qemu', `guest ${name}: ${gone}`);
+      if (performance.now() > deadline) throw e;
+      return undefined;
+    });
+    if (!q) await new Promise((r) => setTimeout(r, 20));
+  }
+  try {
+    for (;;) {
+      const gone = exited();
+      if (gone) throw new ToolError('qemu', `guest ${name}: ${gone}`);
+      const s = await q.queryStatus();
+      if (s.running) return performance.now();
+      // inmigrate: still loading; anything else (postmigrate, internal-error, ...) will not run by itself
+      if (s.status !== 'inmigrate' && s.status !== 'prelaunch') throw new ToolError('qemu', `guest ${name}: restore ended in state ${s.status}`);
+      if (performance.now() > deadline) throw new ToolError('qemu', `guest ${name}: not running ${timeoutMs} ms after the restore began`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  } finally {
+    q.close();
+  }
+}
+
+/** Commands on the VM's control QMP socket (the monitor holds the other one): pause, resume, migrate. */
+export async function controlQmp<T>(g: DockerGuest, f: (q: QmpClient) => Promise<T>): Promise<T> {
+  const q = await QmpClient.connect(g.controlQmpSocket, 10_000);
+  try {
+    return await f(q);
+  } finally {
+    q.close();
+  }
+}
+
+/**
+ * Boot a powered-off VM again on its own disk (the pooled-stopped way): the same name, disk, network, MAC
+ * and machine as before; a fresh boot, never a restore.
+ */
+export function bootAgain(g: DockerGuest, log?: (line: string) => void): Promise<DockerGuest> {
+  if (g.alive()) throw new ToolError('qemu', `guest ${g.name} still runs: power it off before booting it again`);
+  return bootDockerGuest({ ...g.options, incoming: undefined, onSpawned: undefined, log: log ?? g.options.log });
+}
+
 /** Wait until each named service answers: web an HTTP GET of /, db a redis PING. Returns ms when all did. */
 export async function waitServing(g: DockerGuest, names: string[], timeoutMs = 300_000): Promise<number> {
   const deadline = performance.now() + timeoutMs;
-  for (const n of names) {
-    for (;;) {
-      if (!g.alive()) throw new ToolError('qemu', `guest ${g.name} exited while waiting for ${n}`);
-      if (await answers(g, n)) break;
-      if (performance.now() > deadline) throw new ToolError('guest', `${n} on ${g.name} did not answer within ${timeoutMs} ms`);
-      await new Promise((r) => setTimeout(r, 250));
-    }
-  }
+  for (const n of names) await waitAnswering(g, () => answers(g, n), { deadline, what: n, intervalMs: 250 });
   return performance.now() - g.t0;
+}
+
+/**
+ * The one readiness loop: `probe` (e.g. web's HTTP GET at the VM's address) until it answers, failing
+ * when the VM exits or `deadline` (performance.now() ms) passes. Returns performance.now() when it answered.
+ */
+export async function waitAnswering(g: DockerGuest, probe: () => Promise<boolean>, o: { deadline: number; what: string; intervalMs?: number }): Promise<number> {
+  for (;;) {
+    if (!g.alive()) throw new ToolError('qemu', `guest ${g.name} exited before ${o.what} answered`);
+    if (await probe()) return performance.now();
+    if (performance.now() > o.deadline) throw new ToolError('guest', `${o.what} on ${g.name} did not answer in time (gave up ${((performance.now() - g.t0) / 1000).toFixed(0)} s after QEMU started)`);
+    await new Promise((r) => setTimeout(r, o.intervalMs ?? 250));
+  }
 }
 
 /**
@@ -292,6 +398,9 @@ function redisPing(port: number): Promise<boolean> {
     };
     s.setTimeout(3000, () => done(false));
     s.on('error', () => done(false));
+    // nothing listening in the guest: QEMU's user network accepts the host connection, then closes it
+    // cleanly (no error, no data) — without this the probe never settles
+    s.on('close', () => done(false));
     s.on('connect', () => s.write('PING\r\n'));
     s.on('data', (d) => {
       buf += d.toString('latin1');

@@ -21,6 +21,7 @@ export interface CloneOptions {
   /** more plain files for its disk (e.g. disk-edit.ts systemdDropIn) */
   files?: { path: string; content: string }[];
   memMiB?: number;
+  smp?: number;
   log?: (m: string) => void;
   /** a private L2 segment instead of QEMU's user network (bootDockerGuest's `network`) */
   network?: { wrapper: string[]; nicArgs: string[] };
@@ -63,7 +64,7 @@ export async function cloneAndBoot(o: CloneOptions): Promise<DockerClone> {
   try {
     guest = await bootDockerGuest({
       disk: overlay, vmlinuz: template.vmlinuz, initrd: template.initrd, name: o.name, cgroup: o.cgroup,
-      memMiB: o.memMiB, address: o.address, log, onSpawned: o.onSpawned, network: o.network,
+      memMiB: o.memMiB, smp: o.smp, address: o.address, log, onSpawned: o.onSpawned, network: o.network,
     });
   } catch (e) {
     rmSync(overlay, { force: true });

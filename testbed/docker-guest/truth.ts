@@ -19,6 +19,18 @@ export interface RunningContainer {
 
 export type GuestCgroupMode = 'cgroup2' | 'cgroup1';
 
+/**
+ * The containers running on a cgroup v2 (systemd driver) guest, by name, read from the kernel: a running
+ * container has a docker-<id>.scope under system.slice. Not through `docker ps`: right after a boot,
+ * dockerd's API can stay silent for minutes under TCG on a loaded host while its containers serve.
+ * `names`: Docker id → name (the template's ids); an unknown id is returned as is.
+ */
+export async function runningByScope(g: DockerGuest, names: Record<string, string>): Promise<string[]> {
+  const out = await g.must('ls /sys/fs/cgroup/system.slice', 120_000);
+  const ids = out.split('\n').map((l) => /^docker-([0-9a-f]{64})\.scope$/.exec(l.trim())?.[1]).filter((id): id is string => !!id);
+  return ids.map((id) => names[id] ?? id);
+}
+
 /** The running containers as Docker and the kernel see them; also written to /run/ciel/ctrs for truth(). */
 export async function runningContainers(g: DockerGuest, mode: GuestCgroupMode): Promise<RunningContainer[]> {
   // v1: the cpu,cpuacct hierarchy's line of /proc/<pid>/cgroup; v2: the single 0:: line

@@ -4,7 +4,8 @@
 // steps up; each request costs CPU in the web container (the CGI's fixed work), so that CPU — read from
 // outside by the compiled monitor — is caused by the requests alone. The real controller (Autoscaler:
 // VM-level /proc stats of QEMU, the VMI sampler, the policy engine) finds web hot and starts a replica (a
-// clone of the Docker template running only web, docker-replicas.ts), which IPVS adds. Nothing here
+// clone of the Docker template running only web, or a warm start from a saved web-only VM:
+// docker-replicas.ts), which IPVS adds; a scale-in pauses or powers it off into the pool. Nothing here
 // touches a container's load: the rate is the only knob.
 import { rmSync } from 'node:fs';
 import { cacheDir } from '../../common/cache.ts';
@@ -16,7 +17,7 @@ import { ProcVmStats } from '../../controller/proc-vm-stats.ts';
 import type { TimedEvent } from '../../controller/scale-out-timeline.ts';
 import { TrackingProvisioner } from '../../controller/tracking-provisioner.ts';
 import type { ControllerEvent, PolicyConfig } from '../../controller/types.ts';
-import type { Vm, VmSpec } from '../../provisioners/provisioner.ts';
+import type { ReleaseMode, Vm, VmSpec } from '../../provisioners/provisioner.ts';
 import type { Sample } from '../../vmi/sample.ts';
 import { cloneAndBoot, type DockerClone } from '../docker-guest/clone.ts';
 import { directRoutingFiles } from '../docker-guest/direct-routing.ts';
@@ -24,7 +25,7 @@ import { cleanupSteps } from '../cleanup.ts';
 import { EventLog } from '../event-log.ts';
 import { IpvsVmBalancer } from '../lb/ipvs-vm.ts';
 import { L2Segment } from '../lb/netns.ts';
-import { DockerReplicaProvisioner } from './docker-replicas.ts';
+import { DockerReplicaProvisioner, prepareWarmImage } from './docker-replicas.ts';
 import { OpenLoopLoad, quantile, type RequestResult } from './open-loop.ts';
 import { webAnswers } from './segment-probe.ts';
 
@@ -34,6 +35,8 @@ export const ORIGIN_IP = '10.77.0.19';
 export const LB_CIDR = '10.77.0.10/24';
 export const ORIGIN_VCPUS = 2;
 export const ORIGIN_MEM_MIB = 1024;
+/** the web-only VM a warm image is saved from (it is gone before the experiment starts) */
+export const WARM_IMAGE_IP = '10.77.0.90';
 /** CGI iterations per request: ~0.1-0.2 s of a TCG vCPU */
 export const DEFAULT_WORK = 3000;
 
@@ -98,6 +101,11 @@ export interface TrafficOptions {
   /** CGI iterations per request; default DEFAULT_WORK */
   work?: number;
   tickMs?: number;
+  /** how a new replica is made when the pool has none: a cold clone (default) or a warm start from an
+   * image saved before the experiment (a web-only VM on the segment) */
+  method?: 'clone' | 'warm';
+  /** what a scale-in does with the replica: pause it (default) or power it off; either way it is pooled */
+  releaseMode?: ReleaseMode;
   log?: (line: string) => void;
   onEvent?: (t: TimedEvent) => void;
   onTick?: (t: TrafficTick) => void;
@@ -124,6 +132,8 @@ export class TrafficExperiment {
   names: Record<string, string> = {};
   /** replica VM → epoch ms IPVS first showed a finished connection to it (its first answered request) */
   readonly firstServed = new Map<string, number>();
+  /** replica VM → the QEMU PID its monitor session was attached to */
+  private readonly attachedPid = new Map<string, number>();
   private readonly dir: string;
   private readonly ac = new AbortController();
   private loop?: Promise<void>;
@@ -185,7 +195,15 @@ export class TrafficExperiment {
     await this.lb.addBackend('web', { vm: this.originName, container: 'web' });
     this.log(`IPVS: ${VIP}:80 → ${ORIGIN_IP}:80 (direct routing)`);
     await this.sampler.attach({ name: this.originName, backend: 'qemu', qmp: this.origin.guest.qmpSocket, memory: this.origin.guest.memFile, kernel: RELEASE }, { names: this.names });
-    this.replicas = new DockerReplicaProvisioner({ segment: this.seg, vip: VIP, tag: this.tag, log: this.log });
+    const warm = this.o.method === 'warm'
+      ? {
+          image: await prepareWarmImage({
+            segment: this.seg, vip: VIP, name: `warmimg-${this.tag}`, address: `${WARM_IMAGE_IP}/24`, mac: '52:54:00:c1:e1:5a',
+            memMiB: ORIGIN_MEM_MIB, smp: ORIGIN_VCPUS, dir: this.dir, log: this.log,
+          }),
+        }
+      : undefined;
+    this.replicas = new DockerReplicaProvisioner({ segment: this.seg, vip: VIP, tag: this.tag, warm, log: this.log });
     this.tracking = new TrackingProvisioner(this.replicas);
     this.vmSource = new ProcVmStats().add({ name: this.originName, pid: this.origin.guest.pid, vcpus: ORIGIN_VCPUS, memMiB: ORIGIN_MEM_MIB });
     this.autoscaler = new Autoscaler({
@@ -198,6 +216,7 @@ export class TrafficExperiment {
       specFor: (c, name) => this.specFor(c, name),
       emit: (e) => this.record(e),
       intervalMs: this.o.intervalMs ?? 1000,
+      releaseMode: this.o.releaseMode ?? 'pause',
     });
     this.load = new OpenLoopLoad({ ns: this.seg.ns, host: VIP, work: this.o.work ?? DEFAULT_WORK, timeoutMs: 60_000, onResult: this.o.onRequest });
     await this.load.start();
@@ -227,8 +246,11 @@ export class TrafficExperiment {
     const c = this.replicas.clone(name);
     if (!c) return;
     this.firstServed.delete(name);
+    // a stopped replica booted again is a new QEMU (same sockets and RAM file names): attach anew
+    if (this.sampler.session(name) && this.attachedPid.get(name) !== c.guest.pid) await this.sampler.detach(name).catch(() => {});
     if (!this.sampler.session(name)) {
       try {
+        this.attachedPid.set(name, c.guest.pid);
         await this.sampler.attach({ name, backend: 'qemu', qmp: c.guest.qmpSocket, memory: c.guest.memFile, kernel: RELEASE }, { names: this.names });
       } catch (e) {
         this.log(`cannot attach the monitor to ${name}: ${(e as Error).message}`);
